@@ -1,0 +1,130 @@
+"""Membership metrics, one convention each, with bootstrap confidence intervals.
+
+Scores follow the attack contract (higher = member). Conventions:
+
+* AUC: area under scikit-learn's ROC curve (ties count one half).
+* TPR at a target FPR: **linearly interpolated** on scikit-learn's full ROC curve
+  (``roc_curve(..., drop_intermediate=False)``) at exactly the target FPR: at each FPR value
+  the highest TPR is kept (the top of a vertical step), and consecutive points are joined
+  by straight lines. Published code also uses the closest grid point,
+  the last ROC point below the target, or the best TPR with FPR <= target; ours lies between
+  these and does not jump as the number of non-members changes.
+* ASR: the best balanced accuracy over all thresholds, max_τ (TPR(τ) + 1 − FPR(τ)) / 2.
+* Confidence intervals: percentile bootstrap (members and non-members resampled separately).
+* Calibrated evaluation: a threshold chosen on calibration scores for a target FPR, then
+  applied unchanged to the evaluation scores (achieved FPR and TPR): the honest protocol.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+
+FPR_TARGETS = {"tpr_at_1pct_fpr": 0.01, "tpr_at_0_1pct_fpr": 0.001}
+
+
+def _labels_scores(members, nonmembers) -> tuple[np.ndarray, np.ndarray]:
+    members = np.asarray(members, dtype=np.float64).ravel()
+    nonmembers = np.asarray(nonmembers, dtype=np.float64).ravel()
+    if len(members) == 0 or len(nonmembers) == 0:
+        raise ValueError("Both members and non-members need at least one score.")
+    if not (np.isfinite(members).all() and np.isfinite(nonmembers).all()):
+        raise ValueError("Scores contain NaN or inf: check the attack's inputs.")
+    y = np.r_[np.ones(len(members)), np.zeros(len(nonmembers))]
+    return y, np.r_[members, nonmembers]
+
+
+def roc(members, nonmembers) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds): scikit-learn's full ROC curve, members as positives."""
+    y, s = _labels_scores(members, nonmembers)
+    return roc_curve(y, s, drop_intermediate=False)
+
+
+def _upper_envelope(fpr: np.ndarray, tpr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique FPR values, increasing, each with the highest TPR reached at it."""
+    uf, inv = np.unique(fpr, return_inverse=True)
+    ut = np.zeros(len(uf))
+    np.maximum.at(ut, inv, tpr)
+    return uf, ut
+
+
+def auc(members, nonmembers) -> float:
+    y, s = _labels_scores(members, nonmembers)
+    return float(roc_auc_score(y, s))
+
+
+def tpr_at_fpr(members, nonmembers, fpr: float = 0.01) -> float:
+    """TPR at exactly ``fpr``, interpolated linearly on the ROC curve (module docstring)."""
+    f, t = _upper_envelope(*roc(members, nonmembers)[:2])
+    return float(np.interp(fpr, f, t))
+
+
+def asr(members, nonmembers) -> float:
+    """Best balanced accuracy over thresholds: max (TPR + 1 − FPR) / 2."""
+    f, t, _ = roc(members, nonmembers)
+    return float(np.max((t + 1 - f) / 2))
+
+
+def point_metrics(members, nonmembers) -> dict[str, float]:
+    """AUC, TPR at 1 % and 0.1 % FPR, ASR."""
+    f, t, _ = roc(members, nonmembers)
+    out = {"auc": auc(members, nonmembers)}
+    ef, et = _upper_envelope(f, t)
+    for name, target in FPR_TARGETS.items():
+        out[name] = float(np.interp(target, ef, et))
+    out["asr"] = float(np.max((t + 1 - f) / 2))
+    return out
+
+
+def bootstrap_ci(members, nonmembers, n_boot: int = 1000, level: float = 0.95,
+                 seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of every point metric (members, non-members resampled apart)."""
+    m = np.asarray(members, dtype=np.float64).ravel()
+    n = np.asarray(nonmembers, dtype=np.float64).ravel()
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {}
+    for _ in range(n_boot):
+        stats = point_metrics(m[rng.integers(len(m), size=len(m))], n[rng.integers(len(n), size=len(n))])
+        for k, v in stats.items():
+            draws.setdefault(k, []).append(v)
+    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+    return {k: (float(np.percentile(v, lo)), float(np.percentile(v, hi))) for k, v in draws.items()}
+
+
+def evaluate(members, nonmembers, n_boot: int = 1000, seed: int = 0, **extra) -> dict:
+    """Every metric with its 95 % CI (``<name>_ci``) plus ``extra`` entries (queries, seconds).
+
+    The dictionary is the row format of every chapter's metrics.json.
+    """
+    out: dict = point_metrics(members, nonmembers)
+    if n_boot:
+        for k, ci in bootstrap_ci(members, nonmembers, n_boot=n_boot, seed=seed).items():
+            out[f"{k}_ci"] = list(ci)
+    out["n_members"] = int(np.size(members))
+    out["n_nonmembers"] = int(np.size(nonmembers))
+    out.update(extra)
+    return out
+
+
+def threshold_at_fpr(nonmember_scores, fpr: float = 0.01) -> float:
+    """The smallest threshold τ with (share of non-members scoring > τ) <= ``fpr``.
+
+    Calling "member" when score > τ then has a false-positive rate of at most ``fpr`` on
+    these (calibration) non-members.
+    """
+    s = np.sort(np.asarray(nonmember_scores, dtype=np.float64).ravel())
+    k = int(np.floor(fpr * len(s)))  # at most k non-members may lie above τ
+    return float(s[len(s) - 1 - k]) if k < len(s) else float(-np.inf)
+
+
+def calibrated(cal_members, cal_nonmembers, eval_members, eval_nonmembers, fpr: float = 0.01) -> dict:
+    """Threshold from calibration non-members at ``fpr``, applied to the evaluation split.
+
+    Returns the threshold, the target and the achieved FPR and TPR on the evaluation scores.
+    ``cal_members`` is accepted for symmetry (and a check of direction): only non-members set τ.
+    """
+    tau = threshold_at_fpr(cal_nonmembers, fpr)
+    em = np.asarray(eval_members, dtype=np.float64)
+    en = np.asarray(eval_nonmembers, dtype=np.float64)
+    return {"threshold": tau, "target_fpr": fpr, "fpr": float(np.mean(en > tau)), "tpr": float(np.mean(em > tau)),
+            "cal_tpr": float(np.mean(np.asarray(cal_members) > tau))}

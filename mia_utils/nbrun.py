@@ -1,0 +1,192 @@
+"""Run the book's chapters: MyST text notebooks → jupytext → papermill → executed .ipynb.
+
+Sources are ``notebooks/NN_slug.md`` (and ``book/summary.md``), the only committed form. Each
+is converted in memory by jupytext, executed by papermill with its parameters, and written
+beside its source as ``.ipynb`` (gitignored), which the book renders with execution off. The
+cell papermill injects with the parameters is tagged ``remove-cell`` so the book hides it.
+
+    python -m mia_utils.nbrun book                       # every chapter, the summary, then the book
+    python -m mia_utils.nbrun run notebooks/00_victims.md -p n_eval 50 -p device cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SUMMARY = Path("book") / "summary.md"
+INJECTED_TAG = "injected-parameters"
+
+
+def chapters(root: str | Path = ROOT) -> list[Path]:
+    """The chapter sources in book order: ``notebooks/NN_*.md`` sorted by number."""
+    return sorted((Path(root) / "notebooks").glob("[0-9][0-9]_*.md"))
+
+
+def _kernel_env() -> None:
+    # The kernel is started as plain "python": make that the interpreter running us (the venv's),
+    # whether or not the venv was activated.
+    bindir = str(Path(sys.executable).parent)
+    if not os.environ.get("PATH", "").startswith(bindir + os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+
+
+def run_notebook(source: str | Path, output: str | Path | None = None, parameters: dict | None = None,
+                 cwd: str | Path | None = None, kernel_name: str = "python3",
+                 progress: bool = False, log_output: bool = False) -> Path:
+    """Execute one MyST text notebook with papermill; return the executed ``.ipynb``.
+
+    ``parameters`` override the cell tagged ``parameters``; ``cwd`` (default: the repository
+    root) is where relative paths in the notebook resolve. Raises papermill's execution error
+    (the output notebook, with the traceback, is still written) when a cell fails.
+    """
+    import jupytext
+    import nbformat
+    import papermill as pm
+
+    source = Path(source).resolve()
+    output = Path(output) if output is not None else source.with_suffix(".ipynb")
+    nb = jupytext.read(source)
+    nb.metadata["kernelspec"] = {"name": kernel_name, "display_name": "Python 3", "language": "python"}
+    _kernel_env()
+    with tempfile.TemporaryDirectory() as tmp:
+        src_ipynb = Path(tmp) / (source.stem + ".ipynb")
+        nbformat.write(nb, src_ipynb)
+        try:
+            pm.execute_notebook(str(src_ipynb), str(output), parameters=parameters or {},
+                                cwd=str(cwd or ROOT), kernel_name=kernel_name,
+                                progress_bar=progress, log_output=log_output)
+        finally:
+            if output.exists():
+                _hide_injected(output)
+    return output
+
+
+def _hide_injected(path: Path) -> None:
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if INJECTED_TAG in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    nbformat.write(nb, path)
+
+
+def save_metrics(out_dir: str | Path, rows: dict, parameters: dict, **extra) -> Path:
+    """Write a chapter's ``metrics.json``: ``{"metrics": {row: {...}}, "parameters": {...}}``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "metrics.json"
+    path.write_text(json.dumps({"metrics": rows, "parameters": parameters, **extra}, indent=1, default=str))
+    return path
+
+
+def collect_metrics(results_dir: str | Path = "results") -> dict[str, dict]:
+    """Every chapter's metrics.json under ``results_dir``, keyed by chapter folder name."""
+    out = {}
+    for f in sorted(Path(results_dir).glob("*/metrics.json")):
+        out[f.parent.name] = json.loads(f.read_text())
+    return out
+
+
+def summary_table(results_dir: str | Path = "results"):
+    """One row per chapter × attack: honest metrics with 95 % CIs, queries per image, seconds."""
+    import pandas as pd
+
+    def fmt(row, key, pct=False):
+        if key not in row:
+            return ""
+        scale = 100 if pct else 1
+        v = f"{row[key] * scale:.1f}" if pct else f"{row[key]:.3f}"
+        ci = row.get(f"{key}_ci")
+        return v + (f" [{ci[0] * scale:.1f}, {ci[1] * scale:.1f}]" if pct else f" [{ci[0]:.3f}, {ci[1]:.3f}]") if ci else v
+
+    records = []
+    for chapter, blob in collect_metrics(results_dir).items():
+        victim = blob.get("parameters", {}).get("checkpoint", "")
+        for name, row in blob.get("metrics", {}).items():
+            records.append({
+                "chapter": chapter, "attack": name, "victim": victim,
+                "AUC [95% CI]": fmt(row, "auc"),
+                "TPR@1%FPR (%)": fmt(row, "tpr_at_1pct_fpr", pct=True),
+                "TPR@0.1%FPR (%)": fmt(row, "tpr_at_0_1pct_fpr", pct=True),
+                "ASR": fmt(row, "asr"),
+                "queries/image": row.get("queries_per_image", ""),
+                "seconds": round(row["seconds"], 1) if "seconds" in row else "",
+            })
+    return pd.DataFrame.from_records(records)
+
+
+def build_book(root: str | Path = ROOT) -> None:
+    """``jupyter-book build . -W -n --keep-going``: warnings are errors."""
+    subprocess.run([sys.executable, "-m", "jupyter_book", "build", str(root), "-W", "-n", "--keep-going"],
+                   check=True, cwd=root)
+
+
+def run_book(root: str | Path = ROOT, only: list[str] | None = None, parameters: dict | None = None,
+             build: bool = True, progress: bool = True) -> dict[str, float]:
+    """Execute every chapter (or the numbers in ``only``), then the summary, then build the book.
+
+    Returns the wall time in seconds of each notebook (and of the build).
+    """
+    root = Path(root)
+    times: dict[str, float] = {}
+    sources = [p for p in chapters(root) if only is None or p.name[:2] in only]
+    for src in [*sources, root / SUMMARY]:
+        t0 = time.perf_counter()
+        print(f"[nbrun] {src.relative_to(root)} ...", flush=True)
+        run_notebook(src, parameters=parameters if src.parent.name == "notebooks" else None,
+                     cwd=root, progress=progress)
+        times[src.stem] = round(time.perf_counter() - t0, 1)
+        print(f"[nbrun] {src.relative_to(root)}: {times[src.stem]} s", flush=True)
+    if build:
+        t0 = time.perf_counter()
+        build_book(root)
+        times["jupyter-book build"] = round(time.perf_counter() - t0, 1)
+    (root / "_build").mkdir(exist_ok=True)
+    (root / "_build" / "timings.json").write_text(json.dumps(times, indent=1))
+    return times
+
+
+def _parse_params(pairs: list[list[str]] | None) -> dict:
+    out = {}
+    for key, value in pairs or []:
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value  # a bare string such as a path
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mia_utils.nbrun", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("book", help="execute every chapter and the summary, then build the book")
+    b.add_argument("--chapters", help="comma-separated chapter numbers, e.g. 00,02 (default: all)")
+    b.add_argument("--no-build", action="store_true", help="execute only; skip jupyter-book build")
+    b.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"))
+    r = sub.add_parser("run", help="execute one notebook source")
+    r.add_argument("source")
+    r.add_argument("-o", "--output")
+    r.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"))
+    args = parser.parse_args(argv)
+    params = _parse_params(args.parameter)
+    if args.cmd == "book":
+        only = args.chapters.split(",") if args.chapters else None
+        times = run_book(only=only, parameters=params or None, build=not args.no_build)
+        for name, sec in times.items():
+            print(f"{name:28s} {sec:8.1f} s")
+    else:
+        print(run_notebook(args.source, args.output, params, cwd=os.getcwd(), progress=True))
+
+
+if __name__ == "__main__":
+    main()

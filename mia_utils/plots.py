@@ -1,0 +1,111 @@
+"""The book's figures: one seaborn style, one colour per split, the same in every chapter."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+import torch
+
+from . import metrics
+
+COLORS = {
+    "members": "#c0392b",     # red: the training set
+    "nonmembers": "#2471a3",  # blue: held-out images of the same distribution
+    "generated": "#7d3c98",   # purple: the model's own samples
+    "public": "#7f8c8d",      # grey: public data
+}
+LINE_COLORS = sns.color_palette("colorblind")
+
+
+def set_style() -> None:
+    """The book's style: seaborn ticks, readable fonts, crisp inline figures."""
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind", font_scale=0.95)
+    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 110, "figure.figsize": (6.0, 3.6),
+                         "axes.spines.top": False, "axes.spines.right": False})
+
+
+def image_grid(images: torch.Tensor, ncol: int = 16, ax=None, title: str | None = None):
+    """Show [N, C, H, W] images in [-1, 1] as one grid (grey or RGB)."""
+    x = ((images.detach().cpu().float().clamp(-1, 1) + 1) / 2).numpy()
+    n, c, h, w = x.shape
+    nrow = int(np.ceil(n / ncol))
+    pad = 1
+    canvas = np.ones((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c))
+    for i in range(n):
+        r, q = divmod(i, ncol)
+        canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = x[i].transpose(1, 2, 0)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(min(12, 0.45 * ncol + 1), 0.45 * nrow + 0.6))
+    ax.imshow(canvas[..., 0] if c == 1 else canvas, cmap="gray_r" if c == 1 else None,
+              vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def roc_loglog(curves: dict, ax=None, title: str | None = None):
+    """ROC curves on log–log axes (low FPR is where privacy lives).
+
+    ``curves`` maps a label to (member scores, non-member scores).
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.2, 4.0))
+    lo = 1.0
+    for (label, (m, n)), color in zip(curves.items(), LINE_COLORS):
+        f, t, _ = metrics.roc(m, n)
+        keep = f > 0
+        ax.plot(f[keep], t[keep], color=color, label=f"{label} (AUC {metrics.auc(m, n):.3f})")
+        lo = min(lo, 1 / max(len(n), 1))
+    grid = np.logspace(np.log10(lo), 0, 50)
+    ax.plot(grid, grid, ls="--", color="0.6", lw=1, label="chance")
+    ax.set(xscale="log", yscale="log", xlim=(lo, 1), ylim=(lo, 1.02), xlabel="false-positive rate",
+           ylabel="true-positive rate")
+    ax.legend(loc="lower right", fontsize="small")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def score_hist(members, nonmembers, ax=None, xlabel: str = "score (higher = member)",
+               labels: tuple[str, str] = ("members", "nonmembers"), title: str | None = None):
+    """Overlaid histograms of member and non-member scores, the splits' colours."""
+    if ax is None:
+        _, ax = plt.subplots()
+    both = np.r_[np.ravel(members), np.ravel(nonmembers)]
+    bins = np.histogram_bin_edges(both, bins=40)
+    for scores, label in zip((members, nonmembers), labels):
+        ax.hist(np.ravel(scores), bins=bins, alpha=0.55, color=COLORS.get(label, None), label=label, density=True)
+    ax.set(xlabel=xlabel, ylabel="density")
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def metric_vs_t(ts, values: dict, ax=None, ylabel: str = "AUC", chance: float | None = 0.5,
+                title: str | None = None):
+    """A metric against the time step t, one line per attack/setting."""
+    if ax is None:
+        _, ax = plt.subplots()
+    for (label, v), color in zip(values.items(), LINE_COLORS):
+        ax.plot(ts, v, marker="o", ms=3, color=color, label=label)
+    if chance is not None:
+        ax.axhline(chance, ls="--", color="0.6", lw=1)
+    ax.set(xlabel="time step t", ylabel=ylabel)
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def loss_curve(log: list[dict], ax=None, title: str | None = "training loss"):
+    """The training log's loss against the optimiser step (log scale)."""
+    if ax is None:
+        _, ax = plt.subplots()
+    ax.plot([e["step"] for e in log], [e["loss"] for e in log], color=LINE_COLORS[0])
+    ax.set(xlabel="training step", ylabel="DDPM loss (MSE)", yscale="log")
+    if title:
+        ax.set_title(title)
+    return ax

@@ -1,0 +1,113 @@
+"""Data: the default set, the split and its manifest, image folders, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import mia_utils as mu
+from mia_utils.data import DataError
+
+
+def test_digits_shape_and_range(digits):
+    assert digits.shape == (1797, 1, 8, 8) and digits.dtype == torch.float32
+    assert digits.min() == -1 and digits.max() == 1
+
+
+def test_split_is_disjoint_sized_and_seeded():
+    split = mu.data.make_split("digits", n_members=256, seed=0)
+    idx = split.indices
+    all_idx = sum(idx.values(), [])
+    assert len(all_idx) == len(set(all_idx)) == 1797
+    assert len(idx["members_cal"]) + len(idx["members_eval"]) == 256
+    assert len(idx["nonmembers_cal"]) + len(idx["nonmembers_eval"]) == 256
+    assert len(idx["members_cal"]) == round(256 / 3)
+    assert mu.data.make_split("digits", seed=0).indices == idx
+    assert mu.data.make_split("digits", seed=1).indices != idx
+
+
+def test_manifest_round_trip_and_tamper_check(tmp_path, digits):
+    split = mu.data.make_split("digits", n_members=100, seed=3)
+    path = split.save(tmp_path / "split.json")
+    back = mu.data.Split.load(path)
+    assert back.indices == split.indices
+    m = json.loads(path.read_text())
+    assert m["sha256"]["members_cal"][0] == mu.data.image_hashes(digits[split.indices["members_cal"][:1]])[0]
+    m["indices"]["members_cal"][0] = m["indices"]["public"][0]  # point a member at another image
+    path.write_text(json.dumps(m))
+    with pytest.raises(DataError, match="does not match"):
+        mu.data.Split.load(path)
+
+
+def test_leakage_check_refuses_a_shared_image(digits):
+    mu.data.check_no_leakage(a=digits[:10], b=digits[10:20])
+    with pytest.raises(DataError, match="both 'a' and 'b'"):
+        mu.data.check_no_leakage(a=digits[:10], b=digits[9:20])
+
+
+def test_image_folder_round_trip_grey_and_rgb(tmp_path, digits):
+    mu.data.save_image_folder(digits[:5], tmp_path / "grey")
+    back = mu.load_image_folder(tmp_path / "grey")
+    assert back.shape == (5, 1, 8, 8)
+    assert torch.allclose(back, digits[:5], atol=1 / 127.5)
+    rgb = mu.load_image_folder(tmp_path / "grey", channels=3, size=16)
+    assert rgb.shape == (5, 3, 16, 16)
+    assert torch.allclose(rgb[:, 0], rgb[:, 1])
+    mu.data.save_image_folder(rgb, tmp_path / "rgb")
+    assert mu.load_image_folder(tmp_path / "rgb").shape == (5, 3, 16, 16)
+    # JPEG is read too
+    Image.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(tmp_path / "rgb" / "z.jpg")
+    assert mu.load_image_folder(tmp_path / "rgb").shape == (6, 3, 16, 16)
+
+
+def test_image_folder_errors(tmp_path, digits):
+    with pytest.raises(DataError, match="does not exist"):
+        mu.load_image_folder(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="is empty"):
+        mu.load_image_folder(tmp_path / "empty")
+    mu.data.save_image_folder(digits[:2], tmp_path / "mixed")
+    (tmp_path / "mixed" / "notes.txt").write_text("hello")
+    with pytest.raises(DataError, match="not a PNG or JPEG"):
+        mu.load_image_folder(tmp_path / "mixed")
+    (tmp_path / "mixed" / "notes.txt").unlink()
+    (tmp_path / "mixed" / "broken.png").write_bytes(b"not really a png")
+    with pytest.raises(DataError, match="could not be read"):
+        mu.load_image_folder(tmp_path / "mixed")
+    (tmp_path / "mixed" / "broken.png").unlink()
+    Image.fromarray(np.zeros((9, 9), np.uint8)).save(tmp_path / "mixed" / "big.png")
+    with pytest.raises(DataError, match="differ in size"):
+        mu.load_image_folder(tmp_path / "mixed")
+
+
+@pytest.fixture
+def folders(tmp_path, digits):
+    mu.data.save_image_folder(digits[:30], tmp_path / "members")
+    mu.data.save_image_folder(digits[30:60], tmp_path / "nonmembers")
+    return tmp_path
+
+
+def test_membership_sets_from_folders(folders, tiny_model):
+    sets = mu.load_membership_sets(folders / "members", folders / "nonmembers", model=tiny_model, n_eval=15)
+    assert len(sets.members_cal) == 10 and len(sets.members_eval) == 15
+    assert len(sets.nonmembers_cal) == 10 and len(sets.nonmembers_eval) == 15
+
+
+def test_membership_sets_errors(folders, tiny_model, digits):
+    with pytest.raises(DataError, match="n_eval=25"):
+        mu.load_membership_sets(folders / "members", folders / "nonmembers", model=tiny_model, n_eval=25)
+    mu.data.save_image_folder(digits[29:30], folders / "nonmembers", prefix="dup")
+    with pytest.raises(DataError, match="both 'members' and 'nonmembers'"):
+        mu.load_membership_sets(folders / "members", folders / "nonmembers", model=tiny_model)
+    mu.data.save_image_folder(torch.zeros(3, 1, 16, 16), folders / "big")
+    with pytest.raises(DataError, match=r"are \(16, 16\) but the model takes \(8, 8\)"):
+        mu.load_membership_sets(folders / "big", folders / "members", model=tiny_model)
+    sets = mu.load_membership_sets(folders / "big", folders / "members", model=tiny_model, resize=True)
+    assert sets.members_eval.shape[1:] == (1, 8, 8)
+    mu.data.save_image_folder(torch.zeros(3, 3, 8, 8), folders / "rgb")
+    with pytest.raises(DataError, match="3 channel"):
+        mu.load_membership_sets(folders / "rgb", folders / "members", model=tiny_model)

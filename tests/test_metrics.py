@@ -1,0 +1,113 @@
+"""Metrics against brute-force computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mia_utils import metrics
+
+
+def brute_auc(m, n):
+    # P(member score > non-member score) + ½ P(tie), by comparing every pair
+    total = sum((a > b) + 0.5 * (a == b) for a in m for b in n)
+    return total / (len(m) * len(n))
+
+
+def brute_roc_points(m, n):
+    # every threshold sweep point (call member when score >= τ), τ from +inf down
+    pts = [(0.0, 0.0)]
+    for tau in sorted(set(np.r_[m, n]), reverse=True):
+        pts.append((np.mean(n >= tau), np.mean(m >= tau)))
+    return pts
+
+
+def brute_tpr_at(m, n, target):
+    # upper envelope at each FPR, joined by straight lines
+    pts = brute_roc_points(m, n)
+    best = {}
+    for f, t in pts:
+        best[f] = max(best.get(f, 0.0), t)
+    fs = sorted(best)
+    for f0, f1 in zip(fs, fs[1:]):
+        if f0 <= target <= f1:
+            w = (target - f0) / (f1 - f0)
+            return best[f0] + w * (best[f1] - best[f0])
+    return best[fs[-1]]
+
+
+def brute_asr(m, n):
+    return max((t + 1 - f) / 2 for f, t in brute_roc_points(m, n))
+
+
+@pytest.fixture(params=[0, 1, 2])
+def scores(request):
+    rng = np.random.default_rng(request.param)
+    m = np.round(rng.normal(0.8, 1, 150), 1)  # rounding makes ties
+    n = np.round(rng.normal(0.0, 1, 230), 1)
+    return m, n
+
+
+def test_auc_matches_pairwise_count(scores):
+    assert metrics.auc(*scores) == pytest.approx(brute_auc(*scores), abs=1e-12)
+
+
+@pytest.mark.parametrize("target", [0.001, 0.01, 0.05, 0.1, 0.3])
+def test_tpr_at_fpr_matches_threshold_sweep(scores, target):
+    assert metrics.tpr_at_fpr(*scores, fpr=target) == pytest.approx(brute_tpr_at(*scores, target), abs=1e-12)
+
+
+def test_asr_matches_threshold_sweep(scores):
+    assert metrics.asr(*scores) == pytest.approx(brute_asr(*scores), abs=1e-12)
+
+
+def test_perfect_and_reversed_separation():
+    m, n = np.arange(10, 20), np.arange(10)
+    assert metrics.point_metrics(m, n) == {"auc": 1.0, "tpr_at_1pct_fpr": 1.0, "tpr_at_0_1pct_fpr": 1.0, "asr": 1.0}
+    assert metrics.auc(n, m) == 0.0
+
+
+def test_bootstrap_ci_brackets_estimate_and_shrinks():
+    rng = np.random.default_rng(0)
+    small = metrics.bootstrap_ci(rng.normal(1, 1, 50), rng.normal(0, 1, 50), n_boot=300)
+    m, n = rng.normal(1, 1, 2000), rng.normal(0, 1, 2000)
+    big = metrics.bootstrap_ci(m, n, n_boot=300)
+    lo, hi = big["auc"]
+    assert lo <= metrics.auc(m, n) <= hi
+    assert (hi - lo) < (small["auc"][1] - small["auc"][0]) / 3
+    true_auc = 0.7602  # Φ(1/√2) for two unit normals one apart
+    assert lo - 0.01 <= true_auc <= hi + 0.01
+
+
+def test_evaluate_row_format():
+    row = metrics.evaluate([3, 2, 1.5], [0, 1, 2.5], n_boot=20, queries_per_image=1, seconds=0.1)
+    for key in ("auc", "auc_ci", "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_ci", "tpr_at_0_1pct_fpr", "asr", "asr_ci"):
+        assert key in row
+    assert row["queries_per_image"] == 1 and row["n_members"] == 3
+
+
+def test_threshold_at_fpr_is_the_smallest_allowed():
+    rng = np.random.default_rng(3)
+    non = rng.normal(size=500)
+    for target in (0.0, 0.01, 0.05, 0.2):
+        tau = metrics.threshold_at_fpr(non, target)
+        assert np.mean(non > tau) <= target
+        lower = np.max(non[non < tau]) if np.any(non < tau) else -np.inf
+        assert np.mean(non > lower) > target  # one step lower would break the target
+
+
+def test_calibrated_applies_calibration_threshold_unchanged():
+    rng = np.random.default_rng(4)
+    cal_m, cal_n = rng.normal(2, 1, 300), rng.normal(0, 1, 300)
+    ev_m, ev_n = rng.normal(2, 1, 300), rng.normal(0, 1, 300)
+    out = metrics.calibrated(cal_m, cal_n, ev_m, ev_n, fpr=0.05)
+    assert out["threshold"] == metrics.threshold_at_fpr(cal_n, 0.05)
+    assert out["fpr"] == np.mean(ev_n > out["threshold"])
+    assert out["tpr"] == np.mean(ev_m > out["threshold"])
+
+
+def test_bad_scores_are_refused():
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.auc([np.nan, 1], [0, 1])
+    with pytest.raises(ValueError, match="at least one"):
+        metrics.auc([], [0, 1])
