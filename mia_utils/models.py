@@ -193,6 +193,7 @@ def load_model(source: str | Path, device: str | torch.device = "auto",
     config = json.loads((unet_dir / "config.json").read_text())
     if config.get("_class_name", "UNet2DModel") != "UNet2DModel":
         raise CheckpointError(f"{str(unet_dir)!r} holds a {config['_class_name']}; a UNet2DModel is needed.")
-    unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=True, local_files_only=True)
+    unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=True, local_files_only=True,
+                                      low_cpu_mem_usage=False)
     scheduler = _load_scheduler(root, unet_dir)
     return DiffusionModel(unet, scheduler, device=device, batch_size=batch_size)

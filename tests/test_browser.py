@@ -1,0 +1,83 @@
+"""The built book in headless Chromium: every page loads, every image has pixels, no page errors.
+
+Needs ``_build/html`` (``make book``) and Debian's ``chromium``; run with ``pytest -m browser``.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML = ROOT / "_build" / "html"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def server():
+    if not (HTML / "index.html").is_file():
+        pytest.fail("_build/html/index.html is missing: build the book first (make book).")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(HTML))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed: apt-get install -y chromium")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+def pages() -> list[str]:
+    skip = {"genindex.html", "search.html"}
+    return sorted(str(p.relative_to(HTML)) for p in HTML.rglob("*.html")
+                  if p.name not in skip and "_static" not in p.parts and "_sources" not in p.parts)
+
+
+def test_the_book_has_its_chapters():
+    assert "notebooks/00_victims.html" in pages() and "book/summary.html" in pages()
+
+
+@pytest.mark.parametrize("page", pages() or ["index.html"])
+def test_page_renders(page, server, browser, tmp_path):
+    ctx = browser.new_context()
+    pg = ctx.new_page()
+    errors = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    response = pg.goto(f"{server}/{page}", wait_until="load")
+    assert response is not None and response.ok, f"{page}: HTTP {response and response.status}"
+    pg.wait_for_load_state("networkidle")
+    broken = pg.evaluate("""() => Array.from(document.images)
+        .filter(img => !(img.complete && img.naturalWidth > 0)).map(img => img.src)""")
+    assert broken == [], f"{page}: images without pixels: {broken}"
+    assert errors == [], f"{page}: page errors: {errors}"
+    assert pg.title(), f"{page}: no title"
+    ctx.close()
+
+
+def test_chapter_00_shows_figures_and_glued_numbers(server, browser):
+    pg = browser.new_page()
+    pg.goto(f"{server}/notebooks/00_victims.html", wait_until="load")
+    n_images = pg.evaluate("() => document.querySelectorAll('div.cell_output img').length")
+    assert n_images >= 4, f"expected the chapter's figures, found {n_images}"
+    text = pg.inner_text("article")
+    assert "reaches an AUC of 0." in text or "reaches an AUC of 1." in text
+    pg.screenshot(path=str(ROOT / "_build" / "chapter00.png"), full_page=True)
+    pg.close()

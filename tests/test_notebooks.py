@@ -1,0 +1,42 @@
+"""Every chapter executed through papermill with tiny parameters on an auditor-style checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+import mia_utils as mu
+
+# Per-chapter knobs that make a run take seconds; the common parameters come from the fixture.
+TINY = {
+    "00_victims": {"n_samples": 4, "ddpm_steps": 20, "ddim_steps": 5, "n_noise": 1, "n_boot": 20},
+}
+
+
+def test_every_chapter_has_tiny_parameters():
+    assert {p.stem for p in mu.nbrun.chapters()} == set(TINY)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", mu.nbrun.chapters(), ids=lambda p: p.stem)
+def test_chapter_runs_on_a_folder_checkpoint(source, tiny_checkpoint, tmp_path):
+    out_dir = tmp_path / "results" / source.stem
+    params = {"checkpoint": str(tiny_checkpoint["checkpoint"]), "members": str(tiny_checkpoint["members"]),
+              "nonmembers": str(tiny_checkpoint["nonmembers"]), "n_eval": 8, "device": "cpu",
+              "batch_size": 64, "out_dir": str(out_dir), **TINY[source.stem]}
+    output = mu.nbrun.run_notebook(source, tmp_path / f"{source.stem}.ipynb", parameters=params)
+    nb = nbformat.read(output, as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "remove-cell" in injected[0].metadata["tags"]
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert metrics["parameters"]["checkpoint"] == params["checkpoint"]
+    for row in metrics["metrics"].values():
+        assert 0 <= row["auc"] <= 1 and row["n_members"] == 8 and row["queries_per_image"] >= 1
+    # the summary page reads what the chapter wrote
+    summary = mu.nbrun.run_notebook(mu.nbrun.ROOT / "book" / "summary.md", tmp_path / "summary.ipynb",
+                                    parameters={"results_dir": str(tmp_path / "results")})
+    html = "".join(o.get("data", {}).get("text/html", "") for c in nbformat.read(summary, 4).cells
+                   if c.cell_type == "code" for o in c.get("outputs", []))
+    assert source.stem in html and "AUC" in html
