@@ -7,11 +7,23 @@ checkpoint loading), ``train`` and ``zoo`` (the victims), ``sampling`` (DDPM / D
 (executing the chapters with papermill).
 """
 
-from . import attacks, data, metrics, models, nbrun, plots, sampling, train, zoo
+import importlib
+
+from . import attacks, data, metrics, models, plots, sampling, train
 from .data import DataError, load_image_folder, load_membership_sets
 from .models import CheckpointError, DiffusionModel, load_model
 
 __version__ = "0.1.0"
+
+# zoo and nbrun are also run as scripts (python -m mia_utils.zoo): imported on first use, so
+# that running them does not import them twice.
+_LAZY = ("nbrun", "zoo")
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'mia_utils' has no attribute {name!r}")
 
 __all__ = ["attacks", "data", "metrics", "models", "nbrun", "plots", "sampling", "train", "zoo", "DataError",
            "CheckpointError", "DiffusionModel", "load_image_folder", "load_membership_sets", "load_model"]

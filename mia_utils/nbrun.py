@@ -127,8 +127,8 @@ def summary_table(results_dir: str | Path = "results"):
 
 def build_book(root: str | Path = ROOT) -> None:
     """``jupyter-book build . -W -n --keep-going``: warnings are errors."""
-    subprocess.run([sys.executable, "-m", "jupyter_book", "build", str(root), "-W", "-n", "--keep-going"],
-                   check=True, cwd=root)
+    exe = Path(sys.executable).parent / "jupyter-book"
+    subprocess.run([str(exe), "build", str(root), "-W", "-n", "--keep-going"], check=True, cwd=root)
 
 
 def run_book(root: str | Path = ROOT, only: list[str] | None = None, parameters: dict | None = None,

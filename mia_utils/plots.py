@@ -31,7 +31,8 @@ def image_grid(images: torch.Tensor, ncol: int = 16, ax=None, title: str | None 
     n, c, h, w = x.shape
     nrow = int(np.ceil(n / ncol))
     pad = 1
-    canvas = np.ones((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c))
+    # white gaps: 0 is white in the reversed grey map used for one channel, 1 is white in RGB
+    canvas = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c), 0.0 if c == 1 else 1.0)
     for i in range(n):
         r, q = divmod(i, ncol)
         canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = x[i].transpose(1, 2, 0)
