@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv zoo book notebooks html test check-book browser-deps clean
+.PHONY: venv zoo assets book notebooks html test check-book browser-deps clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,13 +21,25 @@ venv: $(STAMP)
 zoo: venv                      ## train (or find cached) the embedded-default victims
 	$(BIN)/python -m mia_utils.zoo build
 
+# MathJax served by the book itself (npm, locked), so pages render formulas offline
+MATHJAX := book/_static/mathjax/tex-mml-chtml.js
+$(MATHJAX): book/package.json book/package-lock.json
+	npm ci --prefix book --no-audit --no-fund --loglevel=error
+	rm -rf book/_static/mathjax && mkdir -p book/_static/mathjax/input/tex
+	cp book/node_modules/mathjax/es5/tex-mml-chtml.js book/_static/mathjax/
+	cp -r book/node_modules/mathjax/es5/output book/node_modules/mathjax/es5/ui book/node_modules/mathjax/es5/a11y book/_static/mathjax/
+	cp -r book/node_modules/mathjax/es5/input/tex/extensions book/_static/mathjax/input/tex/
+	touch $(MATHJAX)
+
+assets: $(MATHJAX)
+
 notebooks: zoo                 ## execute every chapter with papermill, no book build
 	$(BIN)/python -m mia_utils.nbrun book --no-build
 
-book: zoo                      ## execute every chapter, then build _build/html (warnings are errors)
+book: zoo assets               ## execute every chapter, then build _build/html (warnings are errors)
 	$(BIN)/python -m mia_utils.nbrun book
 
-html: venv                     ## rebuild the HTML from already executed notebooks
+html: venv assets              ## rebuild the HTML from already executed notebooks
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
 test: venv                     ## unit tests and papermill smoke runs of every chapter

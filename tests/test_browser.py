@@ -75,6 +75,8 @@ def test_page_renders(page, server, browser, tmp_path):
 def test_chapter_00_shows_figures_and_glued_numbers(server, browser):
     pg = browser.new_page()
     pg.goto(f"{server}/notebooks/00_victims.html", wait_until="load")
+    # the formulas are typeset by the MathJax the book serves itself (no CDN)
+    pg.wait_for_selector("mjx-container", timeout=15000)
     n_images = pg.evaluate("() => document.querySelectorAll('div.cell_output img').length")
     assert n_images >= 4, f"expected the chapter's figures, found {n_images}"
     text = pg.inner_text("article")

@@ -19,7 +19,7 @@ def _dedupe(app, pagename, templatename, context, doctree):
         if key not in seen:
             seen.add(key)
             kept.append(js)
-    context["script_files"] = kept
+    scripts[:] = kept  # in place: later handlers (MathJax) add to this very list
 
 
 def setup(app):
