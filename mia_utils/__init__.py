@@ -25,5 +25,20 @@ def __getattr__(name: str):
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'mia_utils' has no attribute {name!r}")
 
-__all__ = ["attacks", "data", "metrics", "models", "nbrun", "plots", "sampling", "train", "zoo", "DataError",
-           "CheckpointError", "DiffusionModel", "load_image_folder", "load_membership_sets", "load_model"]
+__all__ = [
+    "CheckpointError",
+    "DataError",
+    "DiffusionModel",
+    "attacks",
+    "data",
+    "load_image_folder",
+    "load_membership_sets",
+    "load_model",
+    "metrics",
+    "models",
+    "nbrun",
+    "plots",
+    "sampling",
+    "train",
+    "zoo",
+]

@@ -108,7 +108,7 @@ class Split:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, verify: bool = True) -> "Split":
+    def load(cls, path: str | Path, verify: bool = True) -> Split:
         """Read a manifest; with ``verify`` check every image's hash against the data."""
         m = json.loads(Path(path).read_text())
         split = cls(m["dataset"], m["seed"], m["indices"], m.get("sha256", {}))

@@ -60,7 +60,7 @@ class Recipe:
     n_members: int = 256
     split_seed: int = 0
     unet: dict = field(default_factory=small_unet_config)
-    train: TrainConfig = TrainConfig()
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def key(self) -> str:
         blob = json.dumps({"format": ZOO_FORMAT, "dataset": self.dataset, "n_members": self.n_members,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 
 import numpy as np
 import pytest
@@ -21,7 +23,7 @@ def test_digits_shape_and_range(digits):
 def test_split_is_disjoint_sized_and_seeded():
     split = mu.data.make_split("digits", n_members=256, seed=0)
     idx = split.indices
-    all_idx = sum(idx.values(), [])
+    all_idx = functools.reduce(operator.iadd, idx.values(), [])
     assert len(all_idx) == len(set(all_idx)) == 1797
     assert len(idx["members_cal"]) + len(idx["members_eval"]) == 256
     assert len(idx["nonmembers_cal"]) + len(idx["nonmembers_eval"]) == 256

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -29,7 +31,7 @@ def brute_tpr_at(m, n, target):
     for f, t in pts:
         best[f] = max(best.get(f, 0.0), t)
     fs = sorted(best)
-    for f0, f1 in zip(fs, fs[1:]):
+    for f0, f1 in itertools.pairwise(fs):
         if f0 <= target <= f1:
             w = (target - f0) / (f1 - f0)
             return best[f0] + w * (best[f1] - best[f0])

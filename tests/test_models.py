@@ -77,14 +77,14 @@ def test_checkpoint_errors(tmp_path, tiny_model):
 
 
 # The configuration of the public DDPM CIFAR-10 32x32 checkpoint (Ho et al.), random weights.
-CIFAR10_DDPM_CONFIG = dict(
-    sample_size=32, in_channels=3, out_channels=3, layers_per_block=2,
-    block_out_channels=(128, 256, 256, 256),
-    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-    dropout=0.1, attention_head_dim=None, norm_eps=1e-6, resnet_time_scale_shift="default",
-    time_embedding_type="positional", flip_sin_to_cos=False, freq_shift=1,
-)
+CIFAR10_DDPM_CONFIG = {
+    "sample_size": 32, "in_channels": 3, "out_channels": 3, "layers_per_block": 2,
+    "block_out_channels": (128, 256, 256, 256),
+    "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    "dropout": 0.1, "attention_head_dim": None, "norm_eps": 1e-6, "resnet_time_scale_shift": "default",
+    "time_embedding_type": "positional", "flip_sin_to_cos": False, "freq_shift": 1,
+}
 
 
 def test_cifar10_ddpm_configuration_loads_and_scores_rgb(tmp_path, digits):
