@@ -9,7 +9,7 @@ checkpoint loading), ``train`` and ``zoo`` (the victims), ``sampling`` (DDPM / D
 
 import importlib
 
-from . import attacks, data, metrics, models, plots, sampling, train
+from . import attacks, data, kde, metrics, models, plots, sampling, train
 from .data import DataError, load_image_folder, load_membership_sets
 from .models import CheckpointError, DiffusionModel, load_model
 
@@ -31,6 +31,7 @@ __all__ = [
     "DiffusionModel",
     "attacks",
     "data",
+    "kde",
     "load_image_folder",
     "load_membership_sets",
     "load_model",

@@ -12,6 +12,7 @@ import mia_utils as mu
 # Per-chapter knobs that make a run take seconds; the common parameters come from the fixture.
 TINY = {
     "00_victims": {"n_samples": 4, "ddpm_steps": 20, "ddim_steps": 5, "n_noise": 1, "n_boot": 20},
+    "01_theory": {"ts": [0, 50, 500], "n_boot": 20, "toy_grid": 5},
 }
 
 
