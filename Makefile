@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv zoo assets book notebooks html test check-book browser-deps clean
+.PHONY: venv zoo assets book notebooks html test check-book browser-deps bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ browser-deps:
 
 check-book: venv browser-deps  ## open the built book in headless Chromium
 	$(BIN)/python -m pytest -m browser
+
+bench: zoo                     ## print the benchmarks' figures (no pass/fail)
+	$(BIN)/python benchmarks/bench_kde.py
+	$(BIN)/python benchmarks/bench_attacks.py
 
 clean:
 	rm -rf _build results notebooks/*.ipynb book/*.ipynb

@@ -89,6 +89,16 @@ register(Recipe(
 ))
 
 
+# The same recipe on other member-set sizes (chapter 02: how leakage depends on N).
+for _n in (100, 500):
+    register(Recipe(
+        name=f"digits-ddpm-m{_n}",
+        description=f"As digits-ddpm (same UNet, 2,500 steps at batch 64, seed 0) but trained on {_n} members.",
+        n_members=_n,
+        train=TrainConfig(steps=2500, batch_size=64, lr=1e-3, seed=0),
+    ))
+
+
 def zoo_dir() -> Path:
     """The cache folder: ``$MIA_ZOO_DIR`` or ``~/.cache/mia-book/zoo``."""
     return Path(os.environ.get("MIA_ZOO_DIR") or Path.home() / ".cache" / "mia-book" / "zoo")

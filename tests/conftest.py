@@ -43,3 +43,12 @@ def tiny_checkpoint(tmp_path_factory, digits):
     mu.data.save_image_folder(members, root / "members")
     mu.data.save_image_folder(nonmembers, root / "nonmembers")
     return {"checkpoint": root / "ckpt", "members": root / "members", "nonmembers": root / "nonmembers"}
+
+
+@pytest.fixture(scope="session")
+def memorised(digits):
+    """A tiny model trained hard on 8 digits: (model, members, non-members). Do not train it further."""
+    model = DiffusionModel(tiny_unet(), default_scheduler(), device="cpu", batch_size=64)
+    members, nonmembers = digits[:8], digits[8:40]
+    train_ddpm(model, members, TrainConfig(steps=400, batch_size=8, lr=3e-3, seed=0), progress=False)
+    return model, members, nonmembers

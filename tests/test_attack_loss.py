@@ -6,7 +6,6 @@ import numpy as np
 import torch
 
 import mia_utils as mu
-from mia_utils.train import TrainConfig, train_ddpm
 
 
 def test_loss_score_matches_a_loop_with_diffusers(tiny_model, digits):
@@ -37,9 +36,8 @@ def test_loss_score_is_reproducible_and_seeded(tiny_model, digits):
     assert not np.allclose(a, c)
 
 
-def test_members_score_higher_on_a_model_built_to_memorise(tiny_model, digits):
-    members, nonmembers = digits[:8], digits[8:40]
-    train_ddpm(tiny_model, members, TrainConfig(steps=400, batch_size=8, lr=3e-3, seed=0), progress=False)
-    s_in = mu.attacks.loss.score(tiny_model, members, t=50, n_noise=8)
-    s_out = mu.attacks.loss.score(tiny_model, nonmembers, t=50, n_noise=8)
+def test_members_score_higher_on_a_model_built_to_memorise(memorised):
+    model, members, nonmembers = memorised
+    s_in = mu.attacks.loss.score(model, members, t=50, n_noise=8)
+    s_out = mu.attacks.loss.score(model, nonmembers, t=50, n_noise=8)
     assert mu.metrics.auc(s_in, s_out) > 0.8

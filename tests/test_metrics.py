@@ -113,3 +113,22 @@ def test_bad_scores_are_refused():
         metrics.auc([np.nan, 1], [0, 1])
     with pytest.raises(ValueError, match="at least one"):
         metrics.auc([], [0, 1])
+
+
+def test_honest_and_oracle_choose_on_their_own_splits():
+    rng = np.random.default_rng(5)
+    # setting "a" looks best on calibration, "b" is best on evaluation
+    cal_m = {"a": rng.normal(2, 1, 100), "b": rng.normal(0.5, 1, 100)}
+    cal_n = {"a": rng.normal(0, 1, 100), "b": rng.normal(0, 1, 100)}
+    ev_m = {"a": rng.normal(1, 1, 100), "b": rng.normal(3, 1, 100)}
+    ev_n = {"a": rng.normal(0, 1, 100), "b": rng.normal(0, 1, 100)}
+    out = metrics.honest_and_oracle(cal_m, cal_n, ev_m, ev_n, n_boot=10, queries_per_image=1)
+    assert out["honest"]["setting"] == "a" and out["oracle"]["setting"] == "b"
+    assert out["honest"]["auc"] == metrics.auc(ev_m["a"], ev_n["a"])
+    assert out["oracle"]["auc"] > out["honest"]["auc"]
+    assert out["honest"]["queries_per_image"] == 1
+
+
+def test_choose_direction():
+    assert metrics.choose_direction([3, 4], [1, 2]) == 1
+    assert metrics.choose_direction([1, 2], [3, 4]) == -1

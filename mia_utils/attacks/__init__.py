@@ -7,8 +7,20 @@ counts queries; each docstring gives the paper's equation, the defaults and the 
 queries per image.
 """
 
-from . import loss
+from __future__ import annotations
 
-ATTACKS = {"loss": loss.score}
+from collections.abc import Callable, Iterable
 
-__all__ = ["ATTACKS", "loss"]
+import numpy as np
+
+from . import loss, sima
+
+ATTACKS = {"loss": loss.score, "sima": sima.score}
+
+
+def sweep(attack: Callable[..., np.ndarray], model, images, ts: Iterable[int], **hyper) -> dict[int, np.ndarray]:
+    """The attack's scores at every time step in ``ts``: {t: scores}; costs add up per t."""
+    return {int(t): attack(model, images, t=int(t), **hyper) for t in ts}
+
+
+__all__ = ["ATTACKS", "loss", "sima", "sweep"]
