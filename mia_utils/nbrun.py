@@ -80,6 +80,20 @@ def _hide_injected(path: Path) -> None:
     nbformat.write(nb, path)
 
 
+def glue(name: str, value, display: bool = False):
+    """``myst_nb.glue`` for a number the prose cites: numpy scalars become Python numbers.
+
+    myst-nb formats glued text from its ``repr``; a numpy scalar's repr
+    (``np.float64(0.97)``) cannot be formatted with ``:.3f`` and breaks the build.
+    """
+    import numpy as np
+    from myst_nb import glue as _glue
+
+    if isinstance(value, np.generic):
+        value = value.item()
+    return _glue(name, value, display=display)
+
+
 def save_metrics(out_dir: str | Path, rows: dict, parameters: dict, **extra) -> Path:
     """Write a chapter's ``metrics.json``: ``{"metrics": {row: {...}}, "parameters": {...}}``."""
     out_dir = Path(out_dir)

@@ -85,9 +85,16 @@ def score_hist(members, nonmembers, ax=None, xlabel: str = "score (higher = memb
     return ax
 
 
+def t_axis(ax, ts) -> None:
+    """The time-step axis: linear up to 1, logarithmic above (t = 0 stays on the axis)."""
+    ax.set_xscale("symlog", linthresh=1, linscale=0.5)
+    ax.set_xlim(0, max(ts) * 1.15)
+    ax.set_xlabel("time step t")
+
+
 def metric_vs_t(ts, values: dict, ax=None, ylabel: str = "AUC", chance: float | None = 0.5,
-                title: str | None = None):
-    """A metric against the time step t, one line per attack/setting."""
+                title: str | None = None, log_t: bool = True):
+    """A metric against the time step t, one line per attack/setting (symlog t by default)."""
     if ax is None:
         _, ax = plt.subplots()
     for (label, v), color in zip(values.items(), LINE_COLORS):
@@ -95,6 +102,8 @@ def metric_vs_t(ts, values: dict, ax=None, ylabel: str = "AUC", chance: float | 
     if chance is not None:
         ax.axhline(chance, ls="--", color="0.6", lw=1)
     ax.set(xlabel="time step t", ylabel=ylabel)
+    if log_t:
+        t_axis(ax, ts)
     ax.legend(fontsize="small")
     if title:
         ax.set_title(title)
