@@ -223,6 +223,10 @@ class MembershipSets:
     nonmembers_eval: torch.Tensor
     source: dict = field(default_factory=dict)
 
+    def parts(self) -> dict[str, torch.Tensor]:
+        """The four parts by name: members_cal, members_eval, nonmembers_cal, nonmembers_eval."""
+        return {name: getattr(self, name) for name in SPLIT_NAMES[:4]}
+
     def __repr__(self) -> str:
         parts = ", ".join(f"{k}={len(getattr(self, k))}" for k in SPLIT_NAMES[:4])
         return f"MembershipSets({parts})"

@@ -133,25 +133,26 @@ def calibrated(cal_members, cal_nonmembers, eval_members, eval_nonmembers, fpr: 
 
 
 # ---------------------------------------------------------------------- the honest protocol
-def honest_and_oracle(cal_members: dict, cal_nonmembers: dict, eval_members: dict, eval_nonmembers: dict,
+def honest_and_oracle(members_cal: dict, nonmembers_cal: dict, members_eval: dict, nonmembers_eval: dict,
                       n_boot: int = 1000, seed: int = 0, **extra) -> dict:
     """Choose a setting (a time step, say) on calibration, report it on evaluation.
 
-    Each argument maps a setting to scores. ``honest`` is the setting with the best
-    calibration AUC, evaluated on the evaluation split; ``oracle`` is the setting with the best
-    *evaluation* AUC (what several papers report), evaluated there too, for comparison only.
+    Each split maps a setting to scores (``mia_utils.attacks.sweep_sets`` returns exactly
+    these four, so ``honest_and_oracle(**scores)`` works). ``honest`` is the setting with the
+    best calibration AUC, evaluated on the evaluation split; ``oracle`` is the setting with the
+    best *evaluation* AUC (what several papers report), shown for comparison only.
     Returns {"honest": row, "oracle": row}, each row from ``evaluate`` plus its ``setting``.
     """
-    cal_auc = {k: auc(cal_members[k], cal_nonmembers[k]) for k in cal_members}
-    eval_auc = {k: auc(eval_members[k], eval_nonmembers[k]) for k in eval_members}
+    cal_auc = {k: auc(members_cal[k], nonmembers_cal[k]) for k in members_cal}
+    eval_auc = {k: auc(members_eval[k], nonmembers_eval[k]) for k in members_eval}
     chosen, best = max(cal_auc, key=cal_auc.get), max(eval_auc, key=eval_auc.get)
     out = {}
     for label, k in (("honest", chosen), ("oracle", best)):
-        row = evaluate(eval_members[k], eval_nonmembers[k], n_boot=n_boot, seed=seed, **extra)
+        row = evaluate(members_eval[k], nonmembers_eval[k], n_boot=n_boot, seed=seed, **extra)
         row["setting"] = k
         out[label] = row
-    out["honest"]["calibrated_at_1pct_fpr"] = calibrated(cal_members[chosen], cal_nonmembers[chosen],
-                                                         eval_members[chosen], eval_nonmembers[chosen])
+    out["honest"]["calibrated_at_1pct_fpr"] = calibrated(members_cal[chosen], nonmembers_cal[chosen],
+                                                         members_eval[chosen], nonmembers_eval[chosen])
     return out
 
 

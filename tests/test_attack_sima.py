@@ -54,3 +54,12 @@ def test_sweep_costs_one_query_per_image_per_t(tiny_model, digits):
     out = mu.attacks.sweep(mu.attacks.sima.score, tiny_model, digits[:6], [0, 10, 100], p=2)
     assert sorted(out) == [0, 10, 100] and tiny_model.queries == 18
     np.testing.assert_array_equal(out[10], mu.attacks.sima.score(tiny_model, digits[:6], t=10, p=2))
+
+
+def test_sweep_sets_feeds_the_honest_protocol(memorised):
+    model, members, nonmembers = memorised
+    sets = mu.data.MembershipSets(members[:4], members[4:], nonmembers[:16], nonmembers[16:])
+    scores = mu.attacks.sweep_sets(mu.attacks.sima.score, model, sets, [5, 50], p=2)
+    assert set(scores) == {"members_cal", "members_eval", "nonmembers_cal", "nonmembers_eval"}
+    out = mu.metrics.honest_and_oracle(**scores, n_boot=10)
+    assert out["honest"]["setting"] in (5, 50) and out["honest"]["n_members"] == 4

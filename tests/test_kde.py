@@ -79,7 +79,10 @@ def test_is_the_loss_minimiser_on_the_training_set(digits):
     eps = torch.randn(x0.shape, generator=g)
     x_t = math.sqrt(ab) * x0 + math.sqrt(1 - ab) * eps
     best = kde.eps_star(train, x_t, t)
-    loss = lambda f: float((eps - f).pow(2).flatten(1).sum(1).mean())  # noqa: E731
+
+    def loss(f):
+        return float((eps - f).pow(2).flatten(1).sum(1).mean())
+
     base = loss(best)
     for scale in (0.9, 1.1):
         assert loss(best * scale) > base

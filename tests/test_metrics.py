@@ -122,7 +122,8 @@ def test_honest_and_oracle_choose_on_their_own_splits():
     cal_n = {"a": rng.normal(0, 1, 100), "b": rng.normal(0, 1, 100)}
     ev_m = {"a": rng.normal(1, 1, 100), "b": rng.normal(3, 1, 100)}
     ev_n = {"a": rng.normal(0, 1, 100), "b": rng.normal(0, 1, 100)}
-    out = metrics.honest_and_oracle(cal_m, cal_n, ev_m, ev_n, n_boot=10, queries_per_image=1)
+    out = metrics.honest_and_oracle(members_cal=cal_m, nonmembers_cal=cal_n, members_eval=ev_m,
+                                    nonmembers_eval=ev_n, n_boot=10, queries_per_image=1)
     assert out["honest"]["setting"] == "a" and out["oracle"]["setting"] == "b"
     assert out["honest"]["auc"] == metrics.auc(ev_m["a"], ev_n["a"])
     assert out["oracle"]["auc"] > out["honest"]["auc"]

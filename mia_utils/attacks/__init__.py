@@ -23,4 +23,12 @@ def sweep(attack: Callable[..., np.ndarray], model, images, ts: Iterable[int], *
     return {int(t): attack(model, images, t=int(t), **hyper) for t in ts}
 
 
-__all__ = ["ATTACKS", "loss", "sima", "sweep"]
+def sweep_sets(attack: Callable[..., np.ndarray], model, sets, ts: Iterable[int], **hyper) -> dict[str, dict]:
+    """``sweep`` over the four parts of a ``MembershipSets``: {part: {t: scores}}.
+
+    The result unpacks straight into ``mia_utils.metrics.honest_and_oracle(**result)``.
+    """
+    return {part: sweep(attack, model, images, ts, **hyper) for part, images in sets.parts().items()}
+
+
+__all__ = ["ATTACKS", "loss", "sima", "sweep", "sweep_sets"]
