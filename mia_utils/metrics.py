@@ -163,3 +163,35 @@ def choose_direction(cal_positives, cal_negatives) -> int:
     flips with t and resolution), the direction is a fitted parameter, chosen on calibration.
     """
     return 1 if auc(cal_positives, cal_negatives) >= 0.5 else -1
+
+
+def calibrated_accuracy(members_cal, nonmembers_cal, members_eval, nonmembers_eval) -> dict:
+    """Balanced accuracy at the threshold that is best on *calibration*, applied to evaluation.
+
+    The honest counterpart of ASR (whose threshold is the best on the evaluation scores).
+    """
+    mc, nc = np.asarray(members_cal, float), np.asarray(nonmembers_cal, float)
+    candidates = np.unique(np.r_[mc, nc])
+    bal = [(np.mean(mc >= tau) + np.mean(nc < tau)) / 2 for tau in candidates]
+    tau = float(candidates[int(np.argmax(bal))])
+    me, ne = np.asarray(members_eval, float), np.asarray(nonmembers_eval, float)
+    return {"threshold": tau, "balanced_accuracy": float((np.mean(me >= tau) + np.mean(ne < tau)) / 2)}
+
+
+def tpr_at_fpr_conventions(members, nonmembers, fpr: float = 0.01) -> dict[str, float]:
+    """TPR at a target FPR under the conventions found in published code, beside ours.
+
+    * ``interpolated`` (ours): linear interpolation on the ROC's upper envelope;
+    * ``closest_point``: the ROC point whose FPR is closest to the target;
+    * ``last_below``: the last ROC point (in threshold order) with FPR below the target;
+    * ``best_at_most``: the highest TPR among points with FPR <= target.
+    """
+    f, t, _ = roc(members, nonmembers)
+    below = np.flatnonzero(f < fpr)
+    at_most = t[f <= fpr]
+    return {
+        "interpolated": tpr_at_fpr(members, nonmembers, fpr),
+        "closest_point": float(t[int(np.argmin(np.abs(f - fpr)))]),
+        "last_below": float(t[below[-1]]) if len(below) else 0.0,
+        "best_at_most": float(at_most.max()) if len(at_most) else 0.0,
+    }

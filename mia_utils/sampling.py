@@ -46,3 +46,22 @@ def ddim_sample(model: DiffusionModel, n: int, num_inference_steps: int = 50, et
     scheduler = DDIMScheduler.from_config(model.scheduler.config)
     scheduler.set_timesteps(num_inference_steps)
     return _run(model, scheduler, n, generator, progress, "DDIM sampling", eta=eta)
+
+
+def ddim_step(model: DiffusionModel, x: torch.Tensor, t_from: int, t_to: int,
+              eps_hat: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One deterministic DDIM step from t_from to t_to, up or down (SecMI's step).
+
+        ε = ε̂(x, t_from);  x̂_0 = (x − √(1−ᾱ_{t_from}) ε)/√ᾱ_{t_from};
+        x_{t_to} = √ᾱ_{t_to} x̂_0 + √(1−ᾱ_{t_to}) ε.
+
+    Returns (x_{t_to}, ε). Costs one query unless ``eps_hat`` is given. Written here because
+    diffusers' DDIMScheduler steps only downward by a stride fixed by ``num_inference_steps``
+    (and clips x̂_0 by default), and DDIMInverseScheduler shifts which time step the model is
+    queried at; tests check this step against DDIMScheduler (clipping off) where both apply.
+    """
+    ab = model.alpha_bar
+    a_from, a_to = ab[t_from].item(), ab[t_to].item()
+    eps = model.eps(x, t_from) if eps_hat is None else eps_hat
+    x0_hat = (x - (1 - a_from) ** 0.5 * eps) / a_from ** 0.5
+    return a_to ** 0.5 * x0_hat + (1 - a_to) ** 0.5 * eps, eps

@@ -133,3 +133,24 @@ def test_honest_and_oracle_choose_on_their_own_splits():
 def test_choose_direction():
     assert metrics.choose_direction([3, 4], [1, 2]) == 1
     assert metrics.choose_direction([1, 2], [3, 4]) == -1
+
+
+def test_calibrated_accuracy_uses_the_calibration_threshold():
+    rng = np.random.default_rng(6)
+    cm, cn = rng.normal(1, 1, 200), rng.normal(0, 1, 200)
+    em, en = rng.normal(1, 1, 200), rng.normal(0, 1, 200)
+    out = metrics.calibrated_accuracy(cm, cn, em, en)
+    tau = out["threshold"]
+    assert out["balanced_accuracy"] == pytest.approx((np.mean(em >= tau) + np.mean(en < tau)) / 2)
+    assert out["balanced_accuracy"] <= metrics.asr(em, en) + 1e-12  # ASR picks its threshold on eval
+    assert 0.55 < out["balanced_accuracy"] < 0.8
+
+
+def test_tpr_conventions_by_brute_force(scores):
+    m, n = scores
+    got = metrics.tpr_at_fpr_conventions(m, n, 0.05)
+    pts = brute_roc_points(m, n)
+    assert got["interpolated"] == pytest.approx(brute_tpr_at(m, n, 0.05), abs=1e-12)
+    assert got["best_at_most"] == pytest.approx(max(t for f, t in pts if f <= 0.05))
+    assert got["last_below"] <= got["best_at_most"]
+    assert min(got.values()) >= 0 and max(got.values()) <= 1

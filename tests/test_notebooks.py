@@ -13,6 +13,9 @@ import mia_utils as mu
 TINY = {
     "00_victims": {"n_samples": 4, "ddpm_steps": 20, "ddim_steps": 5, "n_noise": 1, "n_boot": 20},
     "01_theory": {"ts": [0, 50, 500], "n_boot": 20, "toy_grid": 5},
+    "03_secmi_pia": {"sima_ts": [10, 50], "loss_ts": [50], "n_noise": 1, "secmi_grid": [[20, 10], [40, 20]],
+                     "pia_ts": [100], "sens_t_sec": [20], "sens_k": [10], "sens_pia_ts": [100], "nn_epochs": 3,
+                     "n_boot": 20},
     "02_sima": {"ts": [0, 50], "n_noise": 1, "n_generated": 8, "ddpm_steps": 10, "ddim_steps": 5, "n_boot": 20},
 }
 
