@@ -28,15 +28,23 @@ def digits() -> torch.Tensor:
     return mu.data.load_digits_images()
 
 
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory, digits):
+@pytest.fixture(scope="session", params=[(1, 8), (3, 16)], ids=["grey8", "rgb16"])
+def tiny_checkpoint(request, tmp_path_factory, digits):
     """A briefly trained tiny victim saved as a diffusers folder, with PNG member/non-member folders.
 
-    This is an auditor's setting (a checkpoint and two image folders, not the zoo).
+    This is an auditor's setting (a checkpoint and two image folders, not the zoo), in two
+    shapes: grey 8x8 and RGB 16x16 (the digits upsampled and coloured), so that no chapter
+    may assume one channel or 8x8 images.
     """
-    root = tmp_path_factory.mktemp("tiny")
-    model = DiffusionModel(tiny_unet(), default_scheduler(), device="cpu")
-    members, nonmembers = digits[:24], digits[24:48]
+    channels, size = request.param
+    root = tmp_path_factory.mktemp(f"tiny{channels}x{size}")
+    images = digits[:48]
+    if (channels, size) != (1, 8):
+        images = torch.nn.functional.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        tint = torch.tensor([1.0, 0.6, 0.2]).view(1, 3, 1, 1)
+        images = ((images + 1) * tint - 1).clamp(-1, 1)  # coloured: each channel differs
+    model = DiffusionModel(tiny_unet(channels=channels, size=size), default_scheduler(), device="cpu")
+    members, nonmembers = images[:24], images[24:48]
     train_ddpm(model, members, TrainConfig(steps=30, batch_size=24, seed=0, log_every=10),
                out_dir=root / "ckpt", progress=False)
     model.save(root / "ckpt")
