@@ -29,6 +29,13 @@ $(MATHJAX): book/package.json book/package-lock.json
 	cp book/node_modules/mathjax/es5/tex-mml-chtml.js book/_static/mathjax/
 	cp -r book/node_modules/mathjax/es5/output book/node_modules/mathjax/es5/ui book/node_modules/mathjax/es5/a11y book/_static/mathjax/
 	cp -r book/node_modules/mathjax/es5/input/tex/extensions book/_static/mathjax/input/tex/
+	# the ipywidgets HTML manager and RequireJS, for widgets rendered without a kernel
+	rm -rf book/_static/widgets && mkdir -p book/_static/widgets
+	cp book/node_modules/requirejs/require.js book/_static/widgets/
+	cp book/node_modules/@jupyter-widgets/html-manager/dist/embed-amd.js book/_static/widgets/
+	# its icon fonts, where RequireJS (baseUrl: widgets/, see widgets-setup.js) looks for them
+	mkdir -p book/_static/widgets/@jupyter-widgets/html-manager/dist
+	cd book/node_modules/@jupyter-widgets/html-manager/dist && cp *.woff *.woff2 *.ttf *.eot *.svg ../../../../_static/widgets/@jupyter-widgets/html-manager/dist/
 	touch $(MATHJAX)
 
 assets: $(MATHJAX)

@@ -18,14 +18,17 @@ import torch
 import mia_utils as mu
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    runs = []
+def timed_pair(fn, reference, repeats: int) -> tuple[float, float]:
+    """Median seconds of ``fn`` and of ``reference``, run alternately so that both see the same
+    machine state (two cores shared with whatever else runs make back-to-back timings drift)."""
+    fn(), reference()  # warm-up
+    a, b = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - t0)
-    return statistics.median(runs)
+        for f, runs in ((fn, a), (reference, b)):
+            t0 = time.perf_counter()
+            f()
+            runs.append(time.perf_counter() - t0)
+    return statistics.median(a), statistics.median(b)
 
 
 def main() -> None:
@@ -33,7 +36,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="zoo:digits-ddpm")
     parser.add_argument("--n", type=int, default=2048)
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     model = mu.load_model(args.checkpoint, device=args.device, batch_size=args.batch_size)
@@ -54,17 +57,15 @@ def main() -> None:
         "loss (K=1)": lambda: mu.attacks.loss.score(model, x, t=t, n_noise=1),
         "loss (K=4)": lambda: mu.attacks.loss.score(model, x, t=t, n_noise=4),
     }
-    base = timed(bare, args.repeats)
     print(f"{model}; {args.n} images, batch {args.batch_size}, {torch.get_num_threads()} threads")
-    print(f"{'':16s} {'queries/image':>14s} {'images/s':>10s} {'ratio to bare UNet':>20s}")
-    print(f"{'bare UNet':16s} {1:14.0f} {args.n / base:10.0f} {1.0:20.2f}")
+    print(f"{'':16s} {'queries/image':>14s} {'images/s':>10s} {'bare UNet img/s':>16s} {'ratio':>7s}")
     for name, fn in attacks.items():
         model.reset_queries()
         fn()
         q = model.reset_queries() / args.n
-        sec = timed(fn, args.repeats)
+        sec, base = timed_pair(fn, bare, args.repeats)
         # a K-query attack is compared per query: ratio = (bare time × K) / attack time
-        print(f"{name:16s} {q:14.0f} {args.n / sec:10.0f} {base * q / sec:20.2f}")
+        print(f"{name:16s} {q:14.0f} {args.n / sec:10.0f} {args.n / base:16.0f} {base * q / sec:7.2f}")
 
 
 if __name__ == "__main__":

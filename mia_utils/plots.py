@@ -119,3 +119,28 @@ def loss_curve(log: list[dict], ax=None, title: str | None = "training loss"):
     if title:
         ax.set_title(title)
     return ax
+
+
+def figure_slider(figures: dict, description: str = "t"):
+    """A slider that flips between pre-rendered figures and keeps working without a kernel.
+
+    ``figures`` maps a label (a time step, say) to a matplotlib figure. Each figure is rendered
+    to PNG once and closed; the slider and a Stack of the images are linked in the browser
+    (``jslink``), so the built, static book stays interactive offline. Show it beside a static
+    figure of the default setting, never instead of one.
+    """
+    import io
+
+    import ipywidgets as widgets
+
+    images = []
+    for fig in figures.values():
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", bbox_inches="tight")
+        plt.close(fig)
+        images.append(widgets.Image(value=buf.getvalue(), format="png"))
+    stack = widgets.Stack(images, selected_index=0)
+    slider = widgets.SelectionSlider(options=[(str(k), i) for i, k in enumerate(figures)], description=description,
+                                     continuous_update=True, layout=widgets.Layout(width="60%"))
+    widgets.jslink((slider, "index"), (stack, "selected_index"))
+    return widgets.VBox([slider, stack])

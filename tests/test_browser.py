@@ -83,3 +83,30 @@ def test_chapter_00_shows_figures_and_glued_numbers(server, browser):
     assert "reaches an AUC of 0." in text or "reaches an AUC of 1." in text
     pg.screenshot(path=str(ROOT / "_build" / "chapter00.png"), full_page=True)
     pg.close()
+
+
+def test_chapter_02_widget_renders_offline_beside_its_static_figure(server, browser):
+    pg = browser.new_page()
+    errors = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    failed = []
+    pg.on("requestfailed", lambda req: failed.append(req.url))
+    pg.goto(f"{server}/notebooks/02_sima.html", wait_until="load")
+    # the html-manager (served by the book) replaces the widget's placeholder by real controls
+    pg.wait_for_selector(".widget-slider", timeout=20000)
+    images = pg.evaluate("""() => Array.from(document.querySelectorAll('.jupyter-widgets img, .widget-image'))
+        .map(img => img.naturalWidth)""")
+    assert images and max(images) > 0, "the widget shows no figure"
+    # dragging the slider (here: two key presses) shows another figure, with no kernel behind the page
+    visible = "() => Array.from(document.querySelectorAll('.widget-image')).filter(i => i.offsetParent).map(i => i.src)"
+    before = pg.evaluate(visible)
+    pg.focus(".widget-slider [role=slider]")
+    pg.keyboard.press("ArrowRight")
+    pg.keyboard.press("ArrowRight")
+    pg.wait_for_timeout(300)
+    after = pg.evaluate(visible)
+    assert len(before) == len(after) == 1 and before != after, (before, after)
+    static = pg.evaluate("() => document.querySelectorAll('div.cell_output img').length")
+    assert static >= 4, "the static figures are missing"
+    assert errors == [] and failed == [], (errors, failed)
+    pg.close()
