@@ -56,6 +56,9 @@ def main() -> None:
         "noisy ε-norm": lambda: mu.attacks.sima.score(model, x, t=t, p=2, noisy=True),
         "loss (K=1)": lambda: mu.attacks.loss.score(model, x, t=t, n_noise=1),
         "loss (K=4)": lambda: mu.attacks.loss.score(model, x, t=t, n_noise=4),
+        "PIA": lambda: mu.attacks.pia.score(model, x, t=200),
+        "PIAN": lambda: mu.attacks.pia.score_pian(model, x, t=200),
+        "SecMI (100, 10)": lambda: mu.attacks.secmi.score(model, x, t_sec=100, k=10),
     }
     print(f"{model}; {args.n} images, batch {args.batch_size}, {torch.get_num_threads()} threads")
     print(f"{'':16s} {'queries/image':>14s} {'images/s':>10s} {'bare UNet img/s':>16s} {'ratio':>7s}")
