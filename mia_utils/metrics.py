@@ -108,6 +108,17 @@ def evaluate(members, nonmembers, n_boot: int = 1000, seed: int = 0, **extra) ->
     return out
 
 
+def format_ci(row: dict, key: str, pct: bool = False) -> str:
+    """"0.970 [0.953, 0.984]" (or, with ``pct``, "54.2 [40.1, 77.7]" in percent) for a row of
+    ``evaluate``; the value alone when the row has no interval, "" when it lacks the key."""
+    if key not in row:
+        return ""
+    scale, digits = (100, 1) if pct else (1, 3)
+    text = f"{row[key] * scale:.{digits}f}"
+    ci = row.get(f"{key}_ci")
+    return f"{text} [{ci[0] * scale:.{digits}f}, {ci[1] * scale:.{digits}f}]" if ci else text
+
+
 def threshold_at_fpr(nonmember_scores, fpr: float = 0.01) -> float:
     """The smallest threshold τ with (share of non-members scoring > τ) <= ``fpr``.
 

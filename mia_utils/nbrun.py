@@ -115,13 +115,7 @@ def summary_table(results_dir: str | Path = "results"):
     """One row per chapter × attack: honest metrics with 95 % CIs, queries per image, seconds."""
     import pandas as pd
 
-    def fmt(row, key, pct=False):
-        if key not in row:
-            return ""
-        scale = 100 if pct else 1
-        v = f"{row[key] * scale:.1f}" if pct else f"{row[key]:.3f}"
-        ci = row.get(f"{key}_ci")
-        return v + (f" [{ci[0] * scale:.1f}, {ci[1] * scale:.1f}]" if pct else f" [{ci[0]:.3f}, {ci[1]:.3f}]") if ci else v
+    from .metrics import format_ci as fmt
 
     records = []
     for chapter, blob in collect_metrics(results_dir).items():

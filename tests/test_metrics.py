@@ -154,3 +154,10 @@ def test_tpr_conventions_by_brute_force(scores):
     assert got["best_at_most"] == pytest.approx(max(t for f, t in pts if f <= 0.05))
     assert got["last_below"] <= got["best_at_most"]
     assert min(got.values()) >= 0 and max(got.values()) <= 1
+
+
+def test_format_ci():
+    row = {"auc": 0.97, "auc_ci": [0.9531, 0.9842], "tpr": 0.542, "tpr_ci": [0.401, 0.777], "asr": 0.9}
+    assert metrics.format_ci(row, "auc") == "0.970 [0.953, 0.984]"
+    assert metrics.format_ci(row, "tpr", pct=True) == "54.2 [40.1, 77.7]"
+    assert metrics.format_ci(row, "asr") == "0.900" and metrics.format_ci(row, "missing") == ""
