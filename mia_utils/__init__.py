@@ -3,13 +3,14 @@
 The package behind the executable book. One module a concept:
 ``data`` (data sets, splits, image folders), ``models`` (the DiffusionModel wrapper and
 checkpoint loading), ``train`` and ``zoo`` (the victims), ``sampling`` (DDPM / DDIM samples),
-``attacks`` (one module per attack, one contract), ``metrics``, ``plots`` and ``nbrun``
-(executing the chapters with papermill).
+``attacks`` (one module per attack, one contract), ``features`` and ``probes`` (trajectory
+features and the classifiers on them), ``extraction`` (near-copies of training images),
+``latent`` (the β-VAE), ``metrics``, ``plots`` and ``nbrun`` (executing the chapters with papermill).
 """
 
 import importlib
 
-from . import attacks, data, kde, metrics, models, plots, sampling, train
+from . import attacks, data, extraction, features, kde, latent, metrics, models, plots, probes, sampling, train
 from .data import DataError, load_image_folder, load_membership_sets
 from .models import CheckpointError, DiffusionModel, load_model
 
@@ -31,7 +32,10 @@ __all__ = [
     "DiffusionModel",
     "attacks",
     "data",
+    "extraction",
+    "features",
     "kde",
+    "latent",
     "load_image_folder",
     "load_membership_sets",
     "load_model",
@@ -39,6 +43,7 @@ __all__ = [
     "models",
     "nbrun",
     "plots",
+    "probes",
     "sampling",
     "train",
     "zoo",

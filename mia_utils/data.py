@@ -76,6 +76,33 @@ def check_no_leakage(**sets: torch.Tensor) -> None:
             seen.setdefault(h, name)
 
 
+SHIFTS = ("shift", "blur", "contrast")
+
+
+def distribution_shift(images: torch.Tensor, kind: str = "shift") -> torch.Tensor:
+    """The same images from a slightly different source: a preprocessing change a reader would
+    not notice, the kind that separates members from non-members collected elsewhere.
+
+    ``shift``: moved one pixel right (the vacated column takes the image's minimum, the
+    background); ``blur``: a 3x3 binomial blur (weights 1-2-1 in each direction, edges
+    replicated); ``contrast``: pixel values scaled by 0.8 about the image's mean.
+    """
+    x = images.float()
+    if kind == "shift":
+        out = torch.roll(x, shifts=1, dims=-1)
+        out[..., 0] = x.flatten(1).min(1).values.view(-1, 1, 1)
+        return out
+    if kind == "blur":
+        k1 = torch.tensor([1.0, 2.0, 1.0]) / 4
+        k = (k1[:, None] * k1[None, :]).expand(x.shape[1], 1, 3, 3)
+        padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate")
+        return torch.nn.functional.conv2d(padded, k, groups=x.shape[1])
+    if kind == "contrast":
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        return (mean + 0.8 * (x - mean)).clamp(-1, 1)
+    raise DataError(f"Unknown shift {kind!r}; choose one of {SHIFTS}.")
+
+
 # --------------------------------------------------------------------------- the split
 @dataclass
 class Split:

@@ -144,3 +144,39 @@ def figure_slider(figures: dict, description: str = "t"):
                                      continuous_update=True, layout=widgets.Layout(width="60%"))
     widgets.jslink((slider, "index"), (stack, "selected_index"))
     return widgets.VBox([slider, stack])
+
+
+def bands_vs_t(ts, groups: dict, ax=None, ylabel: str = "value", log_y: bool = True,
+               title: str | None = None, colors: dict | None = None):
+    """Median and inter-quartile band over images of a per-t feature, one band per group.
+
+    ``groups`` maps a label to an [N, len(ts)] array (say L_t of the members).
+    """
+    if ax is None:
+        _, ax = plt.subplots()
+    for (label, v), color in zip(groups.items(), LINE_COLORS):
+        color = (colors or {}).get(label, COLORS.get(label, color))
+        q1, med, q3 = np.percentile(np.asarray(v), [25, 50, 75], axis=0)
+        ax.plot(ts, med, color=color, label=label, lw=1.5)
+        ax.fill_between(ts, q1, q3, color=color, alpha=0.2, lw=0)
+    ax.set(xlabel="time step t", ylabel=ylabel, yscale="log" if log_y else "linear")
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def confusion(cm, classes, ax=None, title: str | None = None):
+    """A confusion matrix, rows (true class) normalised to 1, as an annotated heatmap."""
+    cm = np.asarray(cm, dtype=float)
+    share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.1 * len(classes) + 2, 0.9 * len(classes) + 1))
+    sns.heatmap(share, annot=True, fmt=".2f", cmap="Blues", vmin=0, vmax=1, cbar=False,
+                xticklabels=classes, yticklabels=classes, ax=ax)
+    ax.set(xlabel="predicted", ylabel="true")
+    ax.tick_params(axis="x", rotation=20)
+    ax.tick_params(axis="y", rotation=0)
+    if title:
+        ax.set_title(title)
+    return ax

@@ -24,10 +24,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from diffusers import UNet2DModel
+from diffusers import AutoencoderKL, UNet2DModel
 
 from .data import Split, make_split
 from .models import DiffusionModel, default_scheduler
+from .latent import VAETrainConfig, vae_config
 from .train import TrainConfig, train_ddpm
 
 ZOO_FORMAT = 1  # bump when the folder layout changes: every key changes with it
@@ -61,21 +62,55 @@ class Recipe:
     split_seed: int = 0
     unet: dict = field(default_factory=small_unet_config)
     train: TrainConfig = field(default_factory=TrainConfig)
+    part: str = "members"  # which part of the split it is trained on
+    n_nonmembers: int | None = None  # None: as many as members
+    init: str | None = None  # fine-tuning: the zoo recipe whose weights it starts from
 
     def key(self) -> str:
-        blob = json.dumps({"format": ZOO_FORMAT, "dataset": self.dataset, "n_members": self.n_members,
-                           "split_seed": self.split_seed, "unet": self.unet, "train": self.train.to_dict(),
-                           "torch": torch.__version__.split("+")[0]}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        fields = {"unet": self.unet}
+        # fields at their defaults stay out of the key, keeping the first recipes' keys (and caches)
+        for name in ("part", "n_nonmembers", "init"):
+            value = getattr(self, name)
+            if value != Recipe.__dataclass_fields__[name].default:
+                fields[name] = value if name != "init" else f"{value}-{get_recipe(value).key()}"
+        return _key(self, fields)
+
+    def make_split(self) -> Split:
+        return make_split(self.dataset, n_members=self.n_members, n_nonmembers=self.n_nonmembers,
+                          seed=self.split_seed)
+
+
+@dataclass(frozen=True)
+class VAERecipe:
+    """A β-VAE of the zoo: a split part it is trained on, an AutoencoderKL config, a budget."""
+
+    name: str
+    description: str
+    dataset: str = "digits"
+    n_members: int = 256
+    split_seed: int = 0
+    part: str = "public"
+    vae: dict = field(default_factory=vae_config)
+    train: VAETrainConfig = field(default_factory=VAETrainConfig)
+
+    def key(self) -> str:
+        return _key(self, {"kind": "vae", "part": self.part, "vae": self.vae})
 
     def make_split(self) -> Split:
         return make_split(self.dataset, n_members=self.n_members, seed=self.split_seed)
 
 
-RECIPES: dict[str, Recipe] = {}
+def _key(recipe, fields: dict) -> str:
+    blob = json.dumps({"format": ZOO_FORMAT, "dataset": recipe.dataset, "n_members": recipe.n_members,
+                       "split_seed": recipe.split_seed, "train": recipe.train.to_dict(),
+                       "torch": torch.__version__.split("+")[0], **fields}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def register(recipe: Recipe) -> Recipe:
+RECIPES: dict[str, Recipe | VAERecipe] = {}
+
+
+def register(recipe: Recipe | VAERecipe) -> Recipe | VAERecipe:
     RECIPES[recipe.name] = recipe
     return recipe
 
@@ -99,6 +134,44 @@ for _n in (100, 500):
     ))
 
 
+# Chapter 04's other generators, trained on the same 256 members as digits-ddpm: another
+# diffusion model (another seed and architecture) and a non-diffusion one (a VAE).
+register(Recipe(
+    name="digits-ddpm-b",
+    description="A second diffusion model on digits-ddpm's members: another architecture (self-attention "
+                "in the lowest down and up blocks) and another seed (1); 2,500 steps at batch 64.",
+    unet=small_unet_config(attention=True),
+    train=TrainConfig(steps=2500, batch_size=64, lr=1e-3, seed=1),
+))
+register(VAERecipe(
+    name="digits-vae",
+    description="A non-diffusion generator: a VAE (AutoencoderKL, beta 1, latent 2x4x4) trained on "
+                "digits-ddpm's 256 members for 1,500 steps; samples decode z ~ N(0, I).",
+    part="members",
+    train=VAETrainConfig(beta=1.0, steps=1500, batch_size=64, lr=1e-3, seed=0),
+))
+
+
+# Chapter 06: a base model pre-trained on public digits, fine-tuned on a small private set.
+# Both use one split: 50 private members, 200 non-members, the remaining 1,547 digits public.
+_FT_SPLIT = {"n_members": 50, "n_nonmembers": 200, "split_seed": 1}
+register(Recipe(
+    name="digits-base",
+    description="The pre-trained base of chapter 06: digits-ddpm's UNet trained 2,500 steps at batch 64 on the "
+                "1,547 public digits of a 50-member split (seed 1); it never sees the private members.",
+    part="public", **_FT_SPLIT,
+    train=TrainConfig(steps=2500, batch_size=64, lr=1e-3, seed=0),
+))
+register(Recipe(
+    name="digits-ft",
+    description="digits-base fine-tuned on 50 private members: 1,500 steps at batch 32, lr 2e-4 "
+                "(snapshots at 100, 250, 500 and 1,000 steps).",
+    init="digits-base", **_FT_SPLIT,
+    train=TrainConfig(steps=1500, batch_size=32, lr=2e-4, warmup_steps=20, seed=0,
+                      snapshot_steps=(100, 250, 500, 1000)),
+))
+
+
 def zoo_dir() -> Path:
     """The cache folder: ``$MIA_ZOO_DIR`` or ``~/.cache/mia-book/zoo``."""
     return Path(os.environ.get("MIA_ZOO_DIR") or Path.home() / ".cache" / "mia-book" / "zoo")
@@ -110,40 +183,145 @@ def get_recipe(name: str) -> Recipe:
     return RECIPES[name]
 
 
-def folder_of(recipe: Recipe) -> Path:
+def folder_of(recipe: Recipe | VAERecipe) -> Path:
     return zoo_dir() / f"{recipe.name}-{recipe.key()}"
 
 
-def is_cached(recipe: Recipe) -> bool:
+def is_cached(recipe: Recipe | VAERecipe) -> bool:
     return (folder_of(recipe) / "DONE").is_file()
 
 
-def build(recipe: Recipe | str, force: bool = False, progress: bool = True, device: str = "auto") -> Path:
-    """Train a victim into its cache folder (or return the folder when it is cached)."""
-    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
-    final = folder_of(recipe)
-    if is_cached(recipe) and not force:
+def _cached(final: Path, force: bool, make) -> Path:
+    """Build into a temporary folder with ``make(tmp)``, then rename it to ``final`` (so an
+    interrupted build never looks cached); return ``final`` at once when it is cached."""
+    if (final / "DONE").is_file() and not force:
         return final
     tmp = final.with_name(final.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    split = recipe.make_split()
-    split.save(tmp / "split.json")
-    torch.manual_seed(recipe.train.seed)  # the UNet's initial weights
-    model = DiffusionModel(UNet2DModel(**recipe.unet), default_scheduler(), device=device)
-    members = split.images("members")
-    t0 = time.perf_counter()
-    train_ddpm(model, members, recipe.train, out_dir=tmp, progress=progress)
-    model.save(tmp)
-    info = {"name": recipe.name, "key": recipe.key(), "description": recipe.description,
-            "recipe": {**asdict(recipe), "train": recipe.train.to_dict()},
-            "parameters": model.num_parameters, "train_seconds": round(time.perf_counter() - t0, 1),
-            "torch": torch.__version__, "device": str(model.device)}
-    (tmp / "zoo.json").write_text(json.dumps(info, indent=1))
+    make(tmp)
     (tmp / "DONE").write_text("")
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
     return final
+
+
+def build(recipe: Recipe | str, force: bool = False, progress: bool = True, device: str = "auto") -> Path:
+    """Train a victim into its cache folder (or return the folder when it is cached)."""
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    if isinstance(recipe, VAERecipe):
+        return build_vae(recipe, force=force, progress=progress)
+
+    def make(tmp: Path) -> None:
+        split = recipe.make_split()
+        split.save(tmp / "split.json")
+        torch.manual_seed(recipe.train.seed)  # the UNet's initial weights
+        if recipe.init is not None:  # fine-tuning: start from another zoo model's weights
+            from .models import load_model
+
+            model = load_model(path_of(recipe.init), device=device)
+            if model.unet.config.sample_size != recipe.unet["sample_size"]:
+                raise ValueError(f"{recipe.name}: the UNet of {recipe.init} differs from the recipe's.")
+        else:
+            model = DiffusionModel(UNet2DModel(**recipe.unet), default_scheduler(), device=device)
+        t0 = time.perf_counter()
+        train_ddpm(model, split.images(recipe.part), recipe.train, out_dir=tmp, progress=progress)
+        model.save(tmp)
+        info = {"name": recipe.name, "key": recipe.key(), "description": recipe.description,
+                "recipe": {**asdict(recipe), "train": recipe.train.to_dict()},
+                "parameters": model.num_parameters, "train_seconds": round(time.perf_counter() - t0, 1),
+                "torch": torch.__version__, "device": str(model.device)}
+        (tmp / "zoo.json").write_text(json.dumps(info, indent=1))
+
+    return _cached(folder_of(recipe), force, make)
+
+
+def build_vae(recipe: VAERecipe | str, force: bool = False, progress: bool = True) -> Path:
+    """Train a β-VAE of the zoo into its cache folder (a ``LatentCodec`` folder + split.json)."""
+    from .latent import LatentCodec, latent_scale, train_vae
+
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+
+    def make(tmp: Path) -> None:
+        split = recipe.make_split()
+        split.save(tmp / "split.json")
+        images = split.images(recipe.part)
+        torch.manual_seed(recipe.train.seed)
+        vae = AutoencoderKL(**recipe.vae)
+        t0 = time.perf_counter()
+        log = train_vae(vae, images, recipe.train, progress=progress)
+        LatentCodec(vae, latent_scale(vae, images)).save(tmp)
+        (tmp / "train_log.json").write_text(json.dumps({"config": recipe.train.to_dict(), "log": log}, indent=1))
+        info = {"name": recipe.name, "key": recipe.key(), "description": recipe.description,
+                "recipe": {**asdict(recipe), "train": recipe.train.to_dict()},
+                "parameters": sum(p.numel() for p in vae.parameters()),
+                "train_seconds": round(time.perf_counter() - t0, 1), "torch": torch.__version__}
+        (tmp / "zoo.json").write_text(json.dumps(info, indent=1))
+
+    return _cached(folder_of(recipe), force, make)
+
+
+def codec(name: str, device: str = "cpu"):
+    """A zoo β-VAE as a ``latent.LatentCodec`` (trained first when it is not cached)."""
+    from .latent import LatentCodec
+
+    return LatentCodec.load(path_of(name), device=device)
+
+
+def generated(source: str, n: int, sampler: str = "ddim", steps: int | None = None, seed: int = 0,
+              device: str = "auto", progress: bool = True) -> torch.Tensor:
+    """n images generated by a zoo model: a diffusion victim by ``sampler`` ("ddpm": ancestral,
+    ``steps`` default T; "ddim": ``steps`` default 50), or a β-VAE from its prior.
+
+    Cached beside the model (``generated/*.safetensors``), so chapters share one synthetic set.
+    """
+    from safetensors.torch import load_file, save_file
+
+    name = source[4:] if source.startswith("zoo:") else source
+    recipe = get_recipe(name)
+    sampler = "prior" if isinstance(recipe, VAERecipe) else sampler
+    if sampler not in ("ddpm", "ddim", "prior"):
+        raise ValueError(f"sampler must be 'ddpm' or 'ddim', not {sampler!r}.")
+    f = path_of(name) / "generated" / f"{sampler}-n{n}-steps{steps}-seed{seed}.safetensors"
+    if f.is_file():
+        return load_file(f)["images"]
+    gen = torch.Generator().manual_seed(seed)
+    if sampler == "prior":
+        images = codec(name).sample(n, generator=gen)
+    else:
+        from . import sampling
+        from .models import load_model
+
+        model = load_model(path_of(name), device=device)
+        if sampler == "ddpm":
+            images = sampling.ddpm_sample(model, n, generator=gen, num_inference_steps=steps, progress=progress)
+        else:
+            images = sampling.ddim_sample(model, n, num_inference_steps=steps or 50, generator=gen,
+                                          progress=progress)
+    f.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_suffix(f".tmp{os.getpid()}")
+    save_file({"images": images.contiguous().cpu()}, tmp)
+    tmp.rename(f)
+    return images
+
+
+def generated_images(spec: str, n: int, shape: tuple[int, int, int] | None = None, seed: int = 0,
+                     progress: bool = True) -> torch.Tensor:
+    """Images from another generator, for attribution: ``zoo:NAME`` (a diffusion model sampled by
+    DDIM, 50 steps, or a β-VAE sampled from its prior; cached) or a folder of images it made.
+    The first ``n`` are returned; with ``shape`` they must match a model's [C, H, W]."""
+    from .data import DataError, _folder_images
+
+    if spec.startswith("zoo:"):
+        images = generated(spec, n, sampler="ddim", seed=seed, progress=progress)
+    else:
+        images = _folder_images(spec, shape, resize=False)
+    if shape is not None and tuple(images.shape[1:]) != tuple(shape):
+        raise DataError(f"Generator {spec!r} makes images of shape {tuple(images.shape[1:])}, the model takes "
+                        f"{tuple(shape)}: give a generator (or a folder of its images) of that shape.")
+    if len(images) < n:
+        raise DataError(f"Generator {spec!r} gave {len(images)} images; {n} are needed.")
+    return images[:n]
 
 
 def path_of(name: str) -> Path:

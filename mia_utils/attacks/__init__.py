@@ -13,9 +13,10 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from . import loss, pia, secmi, sima
+from . import loss, noise_probe, pia, secmi, sima
 
-ATTACKS = {"loss": loss.score, "sima": sima.score, "secmi": secmi.score, "pia": pia.score, "pian": pia.score_pian}
+ATTACKS = {"loss": loss.score, "sima": sima.score, "secmi": secmi.score, "pia": pia.score, "pian": pia.score_pian,
+           "noise_probe": noise_probe.score}
 
 
 def sweep(attack: Callable[..., np.ndarray], model, images, ts: Iterable[int], **hyper) -> dict[int, np.ndarray]:
@@ -31,4 +32,4 @@ def sweep_sets(attack: Callable[..., np.ndarray], model, sets, ts: Iterable[int]
     return {part: sweep(attack, model, images, ts, **hyper) for part, images in sets.parts().items()}
 
 
-__all__ = ["ATTACKS", "loss", "pia", "secmi", "sima", "sweep", "sweep_sets"]
+__all__ = ["ATTACKS", "loss", "noise_probe", "pia", "secmi", "sima", "sweep", "sweep_sets"]

@@ -1,0 +1,39 @@
+"""Near-copies of training images among generated samples (data extraction).
+
+A generated image x̃ is a *near-copy* of a training image when its nearest training neighbour
+is much closer than the second nearest (Carlini et al. 2023 call such generations
+"extracted"; their criterion compares the nearest distance with those of the next neighbours):
+
+    d_1(x̃) / d_2(x̃) < ratio,     d_k the k-th smallest ℓ2 distance to the training images.
+
+An image close to one training image and far from all others was reproduced, not composed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def nearest_neighbours(queries: torch.Tensor, reference: torch.Tensor, k: int = 2,
+                       chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """The k smallest ℓ2 distances of each query to ``reference`` ([N, k]) and their indices."""
+    ref = reference.double().flatten(1)
+    dists, idx = [], []
+    for i in range(0, len(queries), chunk):
+        d = torch.cdist(queries[i:i + chunk].double().flatten(1), ref)
+        v, j = d.topk(k, dim=1, largest=False)
+        dists.append(v)
+        idx.append(j)
+    return torch.cat(dists).numpy(), torch.cat(idx).numpy()
+
+
+def near_copies(samples: torch.Tensor, training: torch.Tensor, ratio: float = 1 / 3) -> dict:
+    """Which samples are near-copies of a training image (d_1/d_2 < ``ratio``).
+
+    Returns ``is_copy`` (bool [N]), ``ratio`` (d_1/d_2 [N]), ``d1`` and ``neighbour`` (the index
+    of the nearest training image) for every sample.
+    """
+    d, j = nearest_neighbours(samples, training, k=2)
+    r = d[:, 0] / np.maximum(d[:, 1], 1e-12)
+    return {"is_copy": r < ratio, "ratio": r, "d1": d[:, 0], "neighbour": j[:, 0]}

@@ -1,0 +1,182 @@
+"""Trajectory features (Floros, Moosavi-Dezfooli & Dragotti, NeurIPS 2025, "Tracing the Roots").
+
+An image is described by how the model treats it along the whole diffusion process. For each
+time step t of a chosen set, with a seeded noise ε_t (fresh per t):
+
+    x_t      = √ᾱ_t x_0 + √(1 − ᾱ_t) ε_t
+    L_t      = ‖ε̂_θ(x_t, t) − ε_t‖²                 ("loss")
+    G^x_t    = ‖∇_{x_0} L_t‖²                        ("grad_x", the gradient w.r.t. the image)
+    G^θ_t    = ‖∇_θ L_t‖²  (one scalar over all parameters, per image)   ("grad_theta")
+
+Cost per image and time step: ``loss`` 1 forward query; ``grad_x`` adds 1 backward pass
+through the input (it shares the forward); ``grad_theta`` 1 forward + 1 per-sample backward
+through the parameters (``torch.func.vmap``: the slowest, ~10x a forward). Forward queries go
+through the model's counter; backward passes are counted in ``FeatureSet.backward``.
+
+The noises are drawn on the CPU from ``torch.Generator().manual_seed(seed * 1_000_003 + t)``,
+one tensor for all images at each t, so a feature does not depend on device, batch size or
+which other time steps are asked for.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .models import DiffusionModel
+
+KINDS = ("loss", "grad_x", "grad_theta")
+
+
+@dataclass
+class FeatureSet:
+    """Features of N images at time steps ``ts``: ``values[kind]`` is an [N, len(ts)] array."""
+
+    ts: list[int]
+    values: dict[str, np.ndarray]
+    forward: int = 0            # forward queries (images x time steps), counted by the model
+    backward: int = 0           # backward passes (input or parameter gradients)
+    seconds: float = 0.0
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.values.values())))
+
+    def matrix(self, kinds: Sequence[str] | None = None, ts: Iterable[int] | None = None,
+               log: bool = True) -> np.ndarray:
+        """[N, F]: the chosen kinds at the chosen time steps side by side (default: all of both).
+
+        ``log`` takes log(·) of each value first: losses and squared gradient norms are positive
+        and heavy-tailed over t (they span orders of magnitude from t = 0 to T), and a linear
+        probe on standardised logs sees relative, not absolute, differences.
+        """
+        kinds = list(self.values) if kinds is None else list(kinds)
+        cols = list(range(len(self.ts))) if ts is None else [self.ts.index(int(t)) for t in ts]
+        blocks = [self.values[k][:, cols] for k in kinds]
+        x = np.concatenate(blocks, axis=1)
+        return np.log(np.maximum(x, 1e-12)) if log else x
+
+    def subset(self, index) -> FeatureSet:
+        """The features of some images (a slice, a boolean mask or indices)."""
+        return FeatureSet(self.ts, {k: v[index] for k, v in self.values.items()}, meta=dict(self.meta))
+
+    @staticmethod
+    def concat(parts: Sequence[FeatureSet]) -> FeatureSet:
+        """Stack the images of several FeatureSets computed at the same time steps."""
+        ts = parts[0].ts
+        if any(p.ts != ts for p in parts):
+            raise ValueError("FeatureSets at different time steps cannot be stacked.")
+        kinds = list(parts[0].values)
+        return FeatureSet(ts, {k: np.concatenate([p.values[k] for p in parts]) for k in kinds},
+                          forward=sum(p.forward for p in parts), backward=sum(p.backward for p in parts),
+                          seconds=sum(p.seconds for p in parts))
+
+
+def noise_at(t: int, shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    """The seeded ε_t used for every image at time step t ([N, C, H, W], CPU)."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed * 1_000_003 + int(t)))
+
+
+def stride(step: int, start: int = 0, stop: int = 1000) -> list[int]:
+    """Time steps start, start + step, ... below stop (a uniform stride over a window)."""
+    return list(range(start, stop, step))
+
+
+def _pairs(n: int, ts: Sequence[int], batch_size: int):
+    """Chunks of (time-step positions, image slice) holding about ``batch_size`` pairs each:
+    with small images one forward pass carries several time steps (batching over t)."""
+    nb = min(n, batch_size)
+    tb = max(1, batch_size // max(nb, 1))
+    for i in range(0, n, nb):
+        for j in range(0, len(ts), tb):
+            yield list(range(j, min(j + tb, len(ts)))), slice(i, min(i + nb, n))
+
+
+def _per_sample_param_grad_sq(model: DiffusionModel, x_t: torch.Tensor, t: torch.Tensor,
+                              eps: torch.Tensor, chunk: int) -> torch.Tensor:
+    """‖∇_θ ‖ε̂_θ(x_t, t) − ε‖²‖² per sample. torch.func's vmap over grad gives per-sample
+    parameter gradients in one batched backward (no library computes per-sample gradient norms
+    of an arbitrary module; a loop of batch-1 backward passes is ~4x slower here)."""
+    from torch.func import functional_call, grad, vmap
+
+    unet = model.unet
+    params = {k: v.detach() for k, v in unet.named_parameters()}
+
+    def loss_one(p, x, tt, e):
+        out = functional_call(unet, p, (x[None], tt[None])).sample
+        return (out - e[None]).pow(2).sum()
+
+    per_sample = vmap(grad(loss_one), in_dims=(None, 0, 0, 0))
+    out = []
+    for i in range(0, len(x_t), chunk):
+        with warnings.catch_warnings():  # "no batching rule for attention": a speed notice only
+            warnings.filterwarnings("ignore", message="There is a performance drop")
+            g = per_sample(params, x_t[i:i + chunk], t[i:i + chunk], eps[i:i + chunk])
+        out.append(sum(v.pow(2).flatten(1).sum(1) for v in g.values()).detach())
+        model.queries += len(x_t[i:i + chunk])  # this path calls the UNet directly: count it here
+    return torch.cat(out)
+
+
+def trajectory_features(model: DiffusionModel, images: torch.Tensor, ts: Iterable[int],
+                        kinds: Sequence[str] = ("loss", "grad_x"), seed: int = 0,
+                        batch_size: int | None = None, theta_chunk: int = 32,
+                        progress: bool = True, desc: str = "features") -> FeatureSet:
+    """L_t, ‖∇_x L_t‖² and/or ‖∇_θ L_t‖² of every image at every t in ``ts``.
+
+    ``images`` [N, C, H, W] in [-1, 1]; ``kinds`` a subset of ``KINDS``. Images and time steps
+    are batched together (about ``batch_size`` (image, t) pairs per pass). Cost per image and
+    t: one forward query, plus one backward pass for each gradient kind asked.
+    """
+    import time
+
+    kinds = list(kinds)
+    unknown = set(kinds) - set(KINDS)
+    if unknown or not kinds:
+        raise ValueError(f"kinds must be a non-empty subset of {KINDS}; got {kinds}.")
+    ts = [int(t) for t in ts]
+    if not ts:
+        raise ValueError("No time steps given.")
+    model.check_images(images)
+    n, device = len(images), model.device
+    bs = batch_size or model.batch_size
+    x0_all = images.float()
+    out = {k: np.zeros((n, len(ts))) for k in kinds}
+    noises = {}  # t -> ε_t for all images, drawn once per t
+    q0, backward, t_start = model.queries, 0, time.perf_counter()
+    need_x, need_theta = "grad_x" in kinds, "grad_theta" in kinds
+    chunks = list(_pairs(n, ts, bs))
+    for cols, rows in tqdm(chunks, desc=desc, disable=not progress, mininterval=2):
+        x0 = x0_all[rows]
+        m = len(x0)
+        eps = torch.cat([noises.setdefault(ts[c], noise_at(ts[c], tuple(x0_all.shape), seed))[rows]
+                         for c in cols])
+        tt = torch.tensor([ts[c] for c in cols]).repeat_interleave(m)
+        x0_rep = x0.repeat(len(cols), 1, 1, 1).to(device).requires_grad_(need_x)
+        ab = model.alpha_bar[tt].float().view(-1, 1, 1, 1).to(device)
+        eps_d = eps.to(device)
+        # x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε_t, kept differentiable in x_0 for ∇_x
+        x_t = ab.sqrt() * x0_rep + (1 - ab).sqrt() * eps_d
+        if "loss" in kinds or need_x:
+            eps_hat = model.eps(x_t, tt, batch_size=len(x_t), grad=need_x)
+            per = (eps_hat - eps_d).pow(2).flatten(1).sum(1)  # L_t per (image, t)
+            if need_x:
+                # one backward for the whole chunk: images are independent (GroupNorm, no
+                # batch statistics), so the gradient of the sum holds each image's own gradient
+                (gx,) = torch.autograd.grad(per.sum(), x0_rep)
+                gx2 = gx.pow(2).flatten(1).sum(1)
+                backward += len(x_t)
+            if "loss" in kinds:
+                out["loss"][rows, cols[0]:cols[-1] + 1] = per.detach().double().cpu().view(len(cols), m).T.numpy()
+            if need_x:
+                out["grad_x"][rows, cols[0]:cols[-1] + 1] = gx2.double().cpu().view(len(cols), m).T.numpy()
+        if need_theta:
+            g2 = _per_sample_param_grad_sq(model, x_t.detach(), tt.to(device), eps_d, theta_chunk)
+            out["grad_theta"][rows, cols[0]:cols[-1] + 1] = g2.double().cpu().view(len(cols), m).T.numpy()
+            backward += len(x_t)
+    return FeatureSet(ts, out, forward=model.queries - q0, backward=backward,
+                      seconds=time.perf_counter() - t_start, meta={"seed": seed, "kinds": kinds})

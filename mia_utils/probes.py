@@ -1,0 +1,94 @@
+"""Small classifiers on features: the linear probes of "Tracing the Roots", and the model-blind baseline.
+
+A probe is scikit-learn's ``StandardScaler`` followed by an L2-regularised logistic
+regression whose strength is chosen by cross-validation **on the development split only**
+(the paper trains a linear layer with AdamW for 100 epochs; a logistic regression is the same
+model, fitted to its optimum instead of for a fixed number of epochs). It is trained on a small
+labelled development split and evaluated on a disjoint evaluation split with ``metrics``.
+
+The model-blind baseline is the same probe on the raw pixels: no model access at all. When it
+scores well above chance, the evaluation data differ by more than membership (a distribution
+shift), and a membership attack's AUC on them measures that shift too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegressionCV
+from sklearn.metrics import balanced_accuracy_score, confusion_matrix
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from . import metrics
+
+
+def fit(x_dev: np.ndarray, y_dev: np.ndarray, seed: int = 0, cv: int = 5) -> Pipeline:
+    """Standardise, then a logistic regression (binary or multinomial) with C chosen by
+    ``cv``-fold cross-validation on the development data (10 values from 1e-4 to 1e4)."""
+    y_dev = np.asarray(y_dev)
+    folds = int(min(cv, np.bincount(np.unique(y_dev, return_inverse=True)[1]).min()))
+    if folds < 2:
+        raise ValueError("Each class needs at least 2 development examples to fit a probe.")
+    clf = LogisticRegressionCV(Cs=10, cv=folds, max_iter=5000, random_state=seed, scoring="neg_log_loss",
+                               l1_ratios=(0.0,), use_legacy_attributes=False)
+    return make_pipeline(StandardScaler(), clf).fit(np.asarray(x_dev, dtype=np.float64), y_dev)
+
+
+def pixels(images: torch.Tensor) -> np.ndarray:
+    """The model-blind representation: each image's raw pixels as one row."""
+    return images.detach().cpu().double().flatten(1).numpy()
+
+
+def binary_scores(probe: Pipeline, x: np.ndarray, positive=1) -> np.ndarray:
+    """The probe's log-odds for the ``positive`` class (higher = positive)."""
+    s = probe.decision_function(np.asarray(x, dtype=np.float64))
+    if s.ndim == 1:
+        return s if probe.classes_[1] == positive else -s
+    proba = probe.predict_proba(np.asarray(x, dtype=np.float64))
+    k = list(probe.classes_).index(positive)
+    p = np.clip(proba[:, k], 1e-12, 1 - 1e-12)
+    return np.log(p) - np.log1p(-p)
+
+
+def membership(x_dev_members, x_dev_nonmembers, x_eval_members, x_eval_nonmembers,
+               seed: int = 0, n_boot: int = 1000, **extra) -> dict:
+    """Fit a member-vs-non-member probe on development features, evaluate it (a row of
+    ``metrics.evaluate``: AUC, TPR at 1 % / 0.1 % FPR, ASR, with CIs)."""
+    x = np.concatenate([x_dev_members, x_dev_nonmembers])
+    y = np.r_[np.ones(len(x_dev_members), int), np.zeros(len(x_dev_nonmembers), int)]
+    probe = fit(x, y, seed=seed)
+    return metrics.evaluate(binary_scores(probe, x_eval_members), binary_scores(probe, x_eval_nonmembers),
+                            n_boot=n_boot, seed=seed, n_dev=len(x), **extra)
+
+
+def multiclass(x_dev: np.ndarray, y_dev: Sequence, x_eval: np.ndarray, y_eval: Sequence,
+               seed: int = 0, n_boot: int = 1000, level: float = 0.95, **extra) -> dict:
+    """Fit a multi-class probe (origin or model attribution) and evaluate it.
+
+    Returns (row, probe). The row holds balanced accuracy with a percentile-bootstrap CI (resampling within each class),
+    per-class recall (the diagonal of the row-normalised confusion matrix), the confusion
+    matrix itself (rows true, columns predicted, in ``classes`` order) and the chance level.
+    """
+    probe = fit(x_dev, np.asarray(y_dev), seed=seed)
+    y_eval = np.asarray(y_eval)
+    pred = probe.predict(np.asarray(x_eval, dtype=np.float64))
+    classes = list(probe.classes_)
+    cm = confusion_matrix(y_eval, pred, labels=classes)
+    rng = np.random.default_rng(seed)
+    by_class = [np.flatnonzero(y_eval == c) for c in classes]
+    draws = []
+    for _ in range(n_boot):
+        idx = np.concatenate([rng.choice(ix, len(ix)) for ix in by_class if len(ix)])
+        draws.append(balanced_accuracy_score(y_eval[idx], pred[idx]))
+    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+    recall = cm.diagonal() / np.maximum(cm.sum(1), 1)
+    out = {"balanced_accuracy": float(balanced_accuracy_score(y_eval, pred)),
+           "balanced_accuracy_ci": [float(np.percentile(draws, lo)), float(np.percentile(draws, hi))] if n_boot else None,
+           "chance": 1 / len(classes), "classes": [str(c) for c in classes],
+           "recall": {str(c): float(r) for c, r in zip(classes, recall, strict=True)},
+           "confusion": cm.tolist(), "n_dev": int(len(y_dev)), "n_eval": int(len(y_eval))}
+    out.update(extra)
+    return out, probe
