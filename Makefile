@@ -61,6 +61,7 @@ check-book: venv browser-deps  ## open the built book in headless Chromium
 bench: zoo                     ## print the benchmarks' figures (no pass/fail)
 	$(BIN)/python benchmarks/bench_kde.py
 	$(BIN)/python benchmarks/bench_attacks.py
+	$(BIN)/python benchmarks/bench_features.py --stride 10
 
 clean:
 	rm -rf _build results notebooks/*.ipynb book/*.ipynb

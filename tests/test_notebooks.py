@@ -18,6 +18,9 @@ TINY = {
                      "n_boot": 20},
     "04_trajectories": {"n_dev": 4, "n_generated": 12, "feature_stride": 250, "theta_stride": 500, "ddpm_steps": 10,
                         "ddim_steps": 5, "generators": {}, "window": 500, "n_extract": 20, "keep_fraction": 0.25, "n_boot": 20},
+    # the base model of chapter 06 must match the target's shape: the test checkpoint stands in for it
+    "06_noise_probe": {"base": "<checkpoint>", "inversion_steps": 4, "generation_steps": 3, "t_starts": [200, 999],
+                       "sima_ts": [10], "pia_ts": [100], "n_boot": 20},
     "02_sima": {"ts": [0, 50], "n_noise": 1, "n_generated": 8, "ddpm_steps": 10, "ddim_steps": 5, "n_boot": 20},
 }
 
@@ -32,7 +35,8 @@ def test_chapter_runs_on_a_folder_checkpoint(source, tiny_checkpoint, tmp_path):
     out_dir = tmp_path / "results" / source.stem
     params = {"checkpoint": str(tiny_checkpoint["checkpoint"]), "members": str(tiny_checkpoint["members"]),
               "nonmembers": str(tiny_checkpoint["nonmembers"]), "n_eval": 8, "device": "cpu",
-              "batch_size": 64, "out_dir": str(out_dir), **TINY[source.stem]}
+              "batch_size": 64, "out_dir": str(out_dir)}
+    params.update({k: params["checkpoint"] if v == "<checkpoint>" else v for k, v in TINY[source.stem].items()})
     output = mu.nbrun.run_notebook(source, tmp_path / f"{source.stem}.ipynb", parameters=params)
     nb = nbformat.read(output, as_version=4)
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
