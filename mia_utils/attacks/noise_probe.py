@@ -96,21 +96,25 @@ def distance(x0: torch.Tensor, x_hat: torch.Tensor, metric: str = "mse") -> np.n
 
 def reconstruct(target: DiffusionModel, images: torch.Tensor, base: DiffusionModel | None = None,
                 noise: str = "semantic", t_start: int | None = None, inversion_steps: int = 100,
-                generation_steps: int = 50, seed: int = 0) -> torch.Tensor:
-    """x̂_0: the target's DDIM generation from the image's initial noise."""
+                generation_steps: int = 50, seed: int = 0, x_init: torch.Tensor | None = None) -> torch.Tensor:
+    """x̂_0: the target's DDIM generation from the image's initial noise (``x_init`` when given:
+    the base's inversion does not depend on the target, so several targets can share it)."""
     t_start = target.num_train_timesteps - 1 if t_start is None else int(t_start)
-    x_t = initial_noise(target, images, noise, base, t_start, inversion_steps, seed)
-    return ddim_generate(target, x_t, t_start, generation_steps)
+    if x_init is None:
+        x_init = initial_noise(target, images, noise, base, t_start, inversion_steps, seed)
+    return ddim_generate(target, x_init, t_start, generation_steps)
 
 
 def score(target: DiffusionModel, images: torch.Tensor, base: DiffusionModel | None = None,
           noise: str = "semantic", t_start: int | None = None, inversion_steps: int = 100,
-          generation_steps: int = 50, metric: str = "mse", seed: int = 0) -> np.ndarray:
+          generation_steps: int = 50, metric: str = "mse", seed: int = 0,
+          x_init: torch.Tensor | None = None) -> np.ndarray:
     """−A(x_0) = −distance(x_0, DDIM_target(init(x_0))) per image (higher = member).
 
     Defaults are the paper's: semantic noise by 100 base inversion steps to t = T − 1, 50
     target generation steps, pixel MSE. Cost: ``inversion_steps`` base queries (semantic; target
-    queries for graybox; none for closed_form / random) + ``generation_steps`` target queries.
+    queries for graybox; none for closed_form / random) + ``generation_steps`` target queries;
+    with a precomputed ``x_init`` (from ``initial_noise``) only the generation is paid again.
     """
-    x_hat = reconstruct(target, images, base, noise, t_start, inversion_steps, generation_steps, seed)
+    x_hat = reconstruct(target, images, base, noise, t_start, inversion_steps, generation_steps, seed, x_init)
     return -distance(images, x_hat, metric)
