@@ -10,7 +10,7 @@ features and the classifiers on them), ``extraction`` (near-copies of training i
 
 import importlib
 
-from . import attacks, data, extraction, features, kde, latent, metrics, models, plots, probes, sampling, train
+from . import attacks, data, extraction, features, kde, latent, metrics, models, plots, probes, quality, sampling, train
 from .data import DataError, load_image_folder, load_membership_sets
 from .models import CheckpointError, DiffusionModel, load_model
 
@@ -44,6 +44,7 @@ __all__ = [
     "nbrun",
     "plots",
     "probes",
+    "quality",
     "sampling",
     "train",
     "zoo",

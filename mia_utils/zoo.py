@@ -173,6 +173,34 @@ register(Recipe(
 ))
 
 
+# Chapter 05: latent diffusion behind a β-VAE. Each β-VAE is trained on the public digits of
+# digits-ddpm's split; each latent DDPM on the latents of digits-ddpm's 256 members, with the
+# pixel victim's budget (2,500 steps at batch 64, seed 0) on a UNet sized for the 2x4x4 latent.
+LDM_BETAS = (1e-4, 1e-2, 1e-1, 1.0)
+
+
+def ldm_name(beta: float) -> str:
+    """The zoo name of the latent diffusion model with first-stage β (e.g. digits-ldm-beta0.01)."""
+    return f"digits-ldm-beta{beta:g}"
+
+
+for _beta in LDM_BETAS:
+    register(VAERecipe(
+        name=f"digits-vae-beta{_beta:g}",
+        description=f"A β-VAE first stage (beta {_beta:g}, latent 2x4x4) trained 1,000 steps on the public digits.",
+        part="public",
+        train=VAETrainConfig(beta=_beta, steps=1000, batch_size=64, lr=1e-3, seed=0),
+    ))
+    register(Recipe(
+        name=ldm_name(_beta),
+        description=f"Latent DDPM on digits-ddpm's members encoded by digits-vae-beta{_beta:g} (posterior "
+                    "means, unit variance): 2,500 steps at batch 64 like the pixel victim.",
+        vae=f"digits-vae-beta{_beta:g}",
+        unet=small_unet_config(sample_size=4, channels=2),
+        train=TrainConfig(steps=2500, batch_size=64, lr=1e-3, seed=0),
+    ))
+
+
 def zoo_dir() -> Path:
     """The cache folder: ``$MIA_ZOO_DIR`` or ``~/.cache/mia-book/zoo``."""
     return Path(os.environ.get("MIA_ZOO_DIR") or Path.home() / ".cache" / "mia-book" / "zoo")

@@ -60,3 +60,28 @@ def memorised(digits):
     members, nonmembers = digits[:8], digits[8:40]
     train_ddpm(model, members, TrainConfig(steps=400, batch_size=8, lr=3e-3, seed=0), progress=False)
     return model, members, nonmembers
+
+
+@pytest.fixture(scope="session")
+def tiny_ldm(tiny_checkpoint, tmp_path_factory):
+    """A tiny latent diffusion folder (unet/, scheduler/, vae/, codec.json) for the checkpoint's
+    image shape: a β-VAE and a latent UNet, each trained a few steps on the members."""
+    from diffusers import AutoencoderKL
+
+    from mia_utils.latent import LatentCodec, VAETrainConfig, latent_scale, train_vae, vae_config
+
+    members = mu.load_image_folder(tiny_checkpoint["members"])
+    c, size = members.shape[1], members.shape[-1]
+    root = tmp_path_factory.mktemp(f"ldm{c}x{size}")
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**vae_config(sample_size=size, channels=c, latent_channels=2, block_out_channels=(8, 16)))
+    train_vae(vae, members, VAETrainConfig(beta=0.1, steps=10, batch_size=8), progress=False)
+    codec = LatentCodec(vae, latent_scale(vae, members))
+    codec.save(root)
+    lc, lh, _ = codec.latent_shape
+    torch.manual_seed(0)
+    unet = UNet2DModel(**small_unet_config(sample_size=lh, channels=lc, block_out_channels=(8, 16)))
+    model = DiffusionModel(unet, default_scheduler(), device="cpu")
+    train_ddpm(model, codec.encode(members), TrainConfig(steps=10, batch_size=8, log_every=5), progress=False)
+    model.save(root)
+    return root

@@ -21,6 +21,8 @@ TINY = {
     # the base model of chapter 06 must match the target's shape: the test checkpoint stands in for it
     "06_noise_probe": {"base": "<checkpoint>", "inversion_steps": 4, "generation_steps": 3, "t_starts": [200, 999],
                        "sima_ts": [10], "pia_ts": [100], "n_boot": 20},
+    "05_latent": {"latent_models": ["<ldm>"], "sima_ts": [10, 50], "loss_ts": [50], "n_noise": 1, "pia_ts": [100],
+                  "n_samples": 8, "ddim_steps": 3, "n_boot": 20},
     "02_sima": {"ts": [0, 50], "n_noise": 1, "n_generated": 8, "ddpm_steps": 10, "ddim_steps": 5, "n_boot": 20},
 }
 
@@ -31,12 +33,14 @@ def test_every_chapter_has_tiny_parameters():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("source", mu.nbrun.chapters(), ids=lambda p: p.stem)
-def test_chapter_runs_on_a_folder_checkpoint(source, tiny_checkpoint, tmp_path):
+def test_chapter_runs_on_a_folder_checkpoint(source, tiny_checkpoint, tiny_ldm, tmp_path):
     out_dir = tmp_path / "results" / source.stem
     params = {"checkpoint": str(tiny_checkpoint["checkpoint"]), "members": str(tiny_checkpoint["members"]),
               "nonmembers": str(tiny_checkpoint["nonmembers"]), "n_eval": 8, "device": "cpu",
               "batch_size": 64, "out_dir": str(out_dir)}
-    params.update({k: params["checkpoint"] if v == "<checkpoint>" else v for k, v in TINY[source.stem].items()})
+    stand_in = {"<checkpoint>": params["checkpoint"], "<ldm>": str(tiny_ldm)}  # folders made by the fixtures
+    params.update({k: [stand_in.get(x, x) for x in v] if isinstance(v, list) else stand_in.get(v, v) if isinstance(v, str) else v
+                   for k, v in TINY[source.stem].items()})
     output = mu.nbrun.run_notebook(source, tmp_path / f"{source.stem}.ipynb", parameters=params)
     nb = nbformat.read(output, as_version=4)
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
