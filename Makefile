@@ -62,6 +62,7 @@ bench: zoo                     ## print the benchmarks' figures (no pass/fail)
 	$(BIN)/python benchmarks/bench_kde.py
 	$(BIN)/python benchmarks/bench_attacks.py
 	$(BIN)/python benchmarks/bench_features.py --stride 10
+	$(BIN)/python benchmarks/bench_book.py
 
 clean:
 	rm -rf _build results notebooks/*.ipynb book/*.ipynb

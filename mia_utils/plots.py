@@ -180,3 +180,23 @@ def confusion(cm, classes, ax=None, title: str | None = None):
     if title:
         ax.set_title(title)
     return ax
+
+
+def threshold_figure(members, nonmembers, threshold: float, title: str = "", figsize=(5.5, 3.2)):
+    """Score histograms with a decision threshold: "member" above it; the TPR and FPR it gives."""
+    m, n = np.ravel(members), np.ravel(nonmembers)
+    fig, ax = plt.subplots(figsize=figsize)
+    score_hist(m, n, ax=ax)
+    ax.axvline(threshold, color="k", lw=1.5)
+    tpr, fpr = float(np.mean(m > threshold)), float(np.mean(n > threshold))
+    ax.set_title(f"{title}threshold {threshold:.3g}: TPR {100 * tpr:.1f} %, FPR {100 * fpr:.1f} %")
+    return fig
+
+
+def threshold_slider(members, nonmembers, n: int = 15, title: str = ""):
+    """A slider over ``n`` thresholds (quantiles of all scores), each with its TPR / FPR figure
+    (``figure_slider``: works in the static book without a kernel)."""
+    both = np.r_[np.ravel(members), np.ravel(nonmembers)]
+    taus = np.quantile(both, np.linspace(0.05, 0.95, n))
+    return figure_slider({f"{tau:.3g}": threshold_figure(members, nonmembers, tau, title) for tau in taus},
+                         description="threshold")
