@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=4096)
     parser.add_argument("--query-batch", type=int, default=256)
     parser.add_argument("--t", type=int, default=100)
+    parser.add_argument("--scaling-queries", type=int, default=200, help="queries per scaling point (0: skip)")
     args = parser.parse_args()
     g = torch.Generator().manual_seed(0)
     # in place, so that the baseline is the inputs themselves, not their temporaries
@@ -44,6 +45,16 @@ def main() -> None:
     print(f"  peak RSS            {peak_rss_mb():8.0f} MB  (goal <= 2048 MB; inputs alone {base:.0f} MB)")
     print(f"  throughput          {args.queries / seconds:8.1f} queries/s")
     print(f"  median n_eff        {out.n_eff.median().item():8.2f}")
+    if args.scaling_queries:
+        # the cost is linear in (queries x training vectors): time a few training-set sizes
+        print(f"\nscaling: {args.scaling_queries} queries, dim {args.dim}")
+        print(f"  {'training vectors':>16s} {'seconds':>8s} {'ns per (query, vector)':>24s}")
+        q = queries[: args.scaling_queries]
+        for n in (5_000, 10_000, 25_000, args.train):
+            t0 = time.perf_counter()
+            kde.optimal_denoiser(train[:n], q, args.t, chunk_size=args.chunk_size, query_batch=args.query_batch)
+            sec = time.perf_counter() - t0
+            print(f"  {n:16,d} {sec:8.2f} {1e9 * sec / (len(q) * n):24.1f}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,21 @@ features and the classifiers on them), ``extraction`` (near-copies of training i
 
 import importlib
 
-from . import attacks, data, extraction, features, kde, latent, metrics, models, plots, probes, quality, sampling, train
+from . import (
+    attacks,
+    data,
+    extraction,
+    features,
+    kde,
+    latent,
+    metrics,
+    models,
+    plots,
+    probes,
+    quality,
+    sampling,
+    train,
+)
 from .data import DataError, load_image_folder, load_membership_sets
 from .models import CheckpointError, DiffusionModel, load_model
 

@@ -89,6 +89,6 @@ def multiclass(x_dev: np.ndarray, y_dev: Sequence, x_eval: np.ndarray, y_eval: S
            "balanced_accuracy_ci": [float(np.percentile(draws, lo)), float(np.percentile(draws, hi))] if n_boot else None,
            "chance": 1 / len(classes), "classes": [str(c) for c in classes],
            "recall": {str(c): float(r) for c, r in zip(classes, recall, strict=True)},
-           "confusion": cm.tolist(), "n_dev": int(len(y_dev)), "n_eval": int(len(y_eval))}
+           "confusion": cm.tolist(), "n_dev": len(y_dev), "n_eval": len(y_eval)}
     out.update(extra)
     return out, probe

@@ -27,8 +27,8 @@ import torch
 from diffusers import AutoencoderKL, UNet2DModel
 
 from .data import Split, make_split
-from .models import DiffusionModel, default_scheduler
 from .latent import VAETrainConfig, vae_config
+from .models import DiffusionModel, default_scheduler
 from .train import TrainConfig, train_ddpm
 
 ZOO_FORMAT = 1  # bump when the folder layout changes: every key changes with it
@@ -311,7 +311,7 @@ def generated(source: str, n: int, sampler: str = "ddim", steps: int | None = No
     """
     from safetensors.torch import load_file, save_file
 
-    name = source[4:] if source.startswith("zoo:") else source
+    name = source.removeprefix("zoo:")
     recipe = get_recipe(name)
     sampler = "prior" if isinstance(recipe, VAERecipe) else sampler
     if sampler not in ("ddpm", "ddim", "prior"):

@@ -68,7 +68,13 @@ def tiny_ldm(tiny_checkpoint, tmp_path_factory):
     image shape: a β-VAE and a latent UNet, each trained a few steps on the members."""
     from diffusers import AutoencoderKL
 
-    from mia_utils.latent import LatentCodec, VAETrainConfig, latent_scale, train_vae, vae_config
+    from mia_utils.latent import (
+        LatentCodec,
+        VAETrainConfig,
+        latent_scale,
+        train_vae,
+        vae_config,
+    )
 
     members = mu.load_image_folder(tiny_checkpoint["members"])
     c, size = members.shape[1], members.shape[-1]

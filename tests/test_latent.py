@@ -8,7 +8,14 @@ import torch
 from diffusers import AutoencoderKL, UNet2DModel
 
 import mia_utils as mu
-from mia_utils.latent import LatentCodec, VAETrainConfig, kl_per_image, latent_scale, train_vae, vae_config
+from mia_utils.latent import (
+    LatentCodec,
+    VAETrainConfig,
+    kl_per_image,
+    latent_scale,
+    train_vae,
+    vae_config,
+)
 from mia_utils.models import CheckpointError
 
 

@@ -27,6 +27,8 @@ i.e. ``metrics.calibrated(..., fpr=0.15)`` on the calibration scores.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import torch
 
@@ -39,14 +41,14 @@ FPR = 0.15  # the paper's threshold: the 15th percentile of known non-members' d
 
 def grid(t_start: int, n_steps: int) -> list[int]:
     """0 = s_0 < s_1 < … < s_n = t_start: ``n_steps`` equal DDIM steps, rounded (duplicates dropped)."""
-    return sorted({int(round(s)) for s in np.linspace(0, t_start, n_steps + 1)})
+    return sorted({round(float(s)) for s in np.linspace(0, t_start, n_steps + 1)})
 
 
 def ddim_invert(model: DiffusionModel, x0: torch.Tensor, t_start: int, n_steps: int) -> torch.Tensor:
     """Deterministic DDIM inversion of x_0 up to x_{t_start}. Cost: n_steps queries per image."""
     s = grid(t_start, n_steps)
     x = x0.float()
-    for a, b in zip(s[:-1], s[1:]):
+    for a, b in pairwise(s):
         x, _ = ddim_step(model, x, a, b)
     return x
 
@@ -55,7 +57,7 @@ def ddim_generate(model: DiffusionModel, x_t: torch.Tensor, t_start: int, n_step
     """Deterministic DDIM from x_{t_start} down to t = 0. Cost: n_steps queries per image."""
     s = grid(t_start, n_steps)
     x = x_t.float()
-    for a, b in zip(s[::-1][:-1], s[::-1][1:]):
+    for a, b in pairwise(s[::-1]):
         x, _ = ddim_step(model, x, a, b)
     return x
 
