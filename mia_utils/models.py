@@ -32,10 +32,14 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return device
 
 
-def default_scheduler(num_train_timesteps: int = 1000) -> DDPMScheduler:
-    """The DDPM schedule of Ho et al.: T = 1000, linear β from 1e-4 to 0.02, ε-prediction."""
+def default_scheduler(num_train_timesteps: int = 1000, clip_sample: bool = True) -> DDPMScheduler:
+    """The DDPM schedule of Ho et al.: T = 1000, linear β from 1e-4 to 0.02, ε-prediction.
+
+    ``clip_sample`` clips the samplers' x̂_0 to [-1, 1]: right for images, wrong for the
+    unit-variance latents of a latent model (whose values routinely exceed 1).
+    """
     return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_start=1e-4, beta_end=0.02,
-                         beta_schedule="linear", prediction_type="epsilon", clip_sample=True)
+                         beta_schedule="linear", prediction_type="epsilon", clip_sample=clip_sample)
 
 
 class DiffusionModel:

@@ -252,7 +252,9 @@ def build(recipe: Recipe | str, force: bool = False, progress: bool = True, devi
             if model.unet.config.sample_size != recipe.unet["sample_size"]:
                 raise ValueError(f"{recipe.name}: the UNet of {recipe.init} differs from the recipe's.")
         else:
-            model = DiffusionModel(UNet2DModel(**recipe.unet), default_scheduler(), device=device)
+            # a latent model's samples are latents, not images: no clipping to [-1, 1]
+            model = DiffusionModel(UNet2DModel(**recipe.unet), default_scheduler(clip_sample=recipe.vae is None),
+                                   device=device)
         images = split.images(recipe.part)
         if recipe.vae is not None:  # latent diffusion: train on the scaled posterior means, keep the VAE beside
             first_stage = codec(recipe.vae)

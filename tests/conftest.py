@@ -87,7 +87,7 @@ def tiny_ldm(tiny_checkpoint, tmp_path_factory):
     lc, lh, _ = codec.latent_shape
     torch.manual_seed(0)
     unet = UNet2DModel(**small_unet_config(sample_size=lh, channels=lc, block_out_channels=(8, 16)))
-    model = DiffusionModel(unet, default_scheduler(), device="cpu")
+    model = DiffusionModel(unet, default_scheduler(clip_sample=False), device="cpu")  # latents are not clipped
     train_ddpm(model, codec.encode(members), TrainConfig(steps=10, batch_size=8, log_every=5), progress=False)
     model.save(root)
     return root
