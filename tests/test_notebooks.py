@@ -39,8 +39,11 @@ def test_chapter_runs_on_a_folder_checkpoint(source, tiny_checkpoint, tiny_ldm, 
               "nonmembers": str(tiny_checkpoint["nonmembers"]), "n_eval": 8, "device": "cpu",
               "batch_size": 64, "out_dir": str(out_dir)}
     stand_in = {"<checkpoint>": params["checkpoint"], "<ldm>": str(tiny_ldm)}  # folders made by the fixtures
-    params.update({k: [stand_in.get(x, x) for x in v] if isinstance(v, list) else stand_in.get(v, v) if isinstance(v, str) else v
-                   for k, v in TINY[source.stem].items()})
+
+    def fill(v):
+        return stand_in.get(v, v) if isinstance(v, str) else [fill(x) for x in v] if isinstance(v, list) else v
+
+    params.update({k: fill(v) for k, v in TINY[source.stem].items()})
     output = mu.nbrun.run_notebook(source, tmp_path / f"{source.stem}.ipynb", parameters=params)
     nb = nbformat.read(output, as_version=4)
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
