@@ -97,15 +97,20 @@ def test_chapter_02_widget_renders_offline_beside_its_static_figure(server, brow
     images = pg.evaluate("""() => Array.from(document.querySelectorAll('.jupyter-widgets img, .widget-image'))
         .map(img => img.naturalWidth)""")
     assert images and max(images) > 0, "the widget shows no figure"
-    # dragging the slider (here: two key presses) shows another figure, with no kernel behind the page
+    # dragging each slider (the time step, the threshold; here: two key presses) shows another
+    # figure in its own widget only, with no kernel behind the page
     visible = "() => Array.from(document.querySelectorAll('.widget-image')).filter(i => i.offsetParent).map(i => i.src)"
-    before = pg.evaluate(visible)
-    pg.focus(".widget-slider [role=slider]")
-    pg.keyboard.press("ArrowRight")
-    pg.keyboard.press("ArrowRight")
-    pg.wait_for_timeout(300)
-    after = pg.evaluate(visible)
-    assert len(before) == len(after) == 1 and before != after, (before, after)
+    sliders = pg.query_selector_all(".widget-slider [role=slider]")
+    assert len(sliders) == 2, "chapter 02 has two sliders: the time step and the threshold"
+    for i, slider in enumerate(sliders):
+        before = pg.evaluate(visible)
+        slider.focus()
+        pg.keyboard.press("ArrowRight")
+        pg.keyboard.press("ArrowRight")
+        pg.wait_for_timeout(300)
+        after = pg.evaluate(visible)
+        assert len(before) == len(after) == len(sliders), (before, after)
+        assert [j for j in range(len(after)) if before[j] != after[j]] == [i], (i, before, after)
     static = pg.evaluate("() => document.querySelectorAll('div.cell_output img').length")
     assert static >= 4, "the static figures are missing"
     assert errors == [] and failed == [], (errors, failed)
