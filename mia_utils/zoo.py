@@ -52,18 +52,28 @@ def small_unet_config(sample_size: int = 8, channels: int = 1,
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """Everything that determines a victim."""
+class _SplitRecipe:
+    """What every zoo model has: a name, and the split of an embedded data set it learns from."""
 
     name: str
     description: str
     dataset: str = "digits"
     n_members: int = 256
     split_seed: int = 0
+    n_nonmembers: int | None = None  # None: as many as members
+
+    def make_split(self) -> Split:
+        return make_split(self.dataset, n_members=self.n_members, n_nonmembers=self.n_nonmembers,
+                          seed=self.split_seed)
+
+
+@dataclass(frozen=True)
+class Recipe(_SplitRecipe):
+    """Everything that determines a victim (a diffusion model)."""
+
     unet: dict = field(default_factory=small_unet_config)
     train: TrainConfig = field(default_factory=TrainConfig)
     part: str = "members"  # which part of the split it is trained on
-    n_nonmembers: int | None = None  # None: as many as members
     init: str | None = None  # fine-tuning: the zoo recipe whose weights it starts from
     vae: str | None = None  # latent diffusion: the zoo β-VAE whose latents it is trained on
 
@@ -76,29 +86,17 @@ class Recipe:
                 fields[name] = value if name in ("part", "n_nonmembers") else f"{value}-{get_recipe(value).key()}"
         return _key(self, fields)
 
-    def make_split(self) -> Split:
-        return make_split(self.dataset, n_members=self.n_members, n_nonmembers=self.n_nonmembers,
-                          seed=self.split_seed)
-
 
 @dataclass(frozen=True)
-class VAERecipe:
+class VAERecipe(_SplitRecipe):
     """A β-VAE of the zoo: a split part it is trained on, an AutoencoderKL config, a budget."""
 
-    name: str
-    description: str
-    dataset: str = "digits"
-    n_members: int = 256
-    split_seed: int = 0
     part: str = "public"
     vae: dict = field(default_factory=vae_config)
     train: VAETrainConfig = field(default_factory=VAETrainConfig)
 
     def key(self) -> str:
         return _key(self, {"kind": "vae", "part": self.part, "vae": self.vae})
-
-    def make_split(self) -> Split:
-        return make_split(self.dataset, n_members=self.n_members, seed=self.split_seed)
 
 
 def _key(recipe, fields: dict) -> str:

@@ -17,6 +17,15 @@ def tiny_unet(seed: int = 0, channels: int = 1, size: int = 8) -> UNet2DModel:
     return UNet2DModel(**small_unet_config(sample_size=size, channels=channels, block_out_channels=(8, 16)))
 
 
+def zero_eps_model() -> DiffusionModel:
+    """A model whose UNet predicts ε̂ ≡ 0 (its output layer is zero): every DDIM step then
+    rescales x by √(ᾱ_to/ᾱ_from), a closed form for the samplers' tests."""
+    unet = tiny_unet()
+    torch.nn.init.zeros_(unet.conv_out.weight)
+    torch.nn.init.zeros_(unet.conv_out.bias)
+    return DiffusionModel(unet, default_scheduler(), device="cpu")
+
+
 @pytest.fixture
 def tiny_model() -> DiffusionModel:
     """A random 8x8 grey UNet on the CPU (untrained)."""

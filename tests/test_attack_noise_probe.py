@@ -10,7 +10,7 @@ import mia_utils as mu
 from mia_utils.attacks import noise_probe
 from mia_utils.models import DiffusionModel, default_scheduler
 
-from .conftest import tiny_unet
+from .conftest import tiny_unet, zero_eps_model
 
 
 class OnePointModel(DiffusionModel):
@@ -51,10 +51,7 @@ def test_inversion_then_generation_reproduces_the_input_for_a_known_eps(digits):
 
 
 def test_zero_eps_model_rescales_by_the_schedule():
-    unet = tiny_unet()
-    torch.nn.init.zeros_(unet.conv_out.weight)
-    torch.nn.init.zeros_(unet.conv_out.bias)
-    model = DiffusionModel(unet, default_scheduler(), device="cpu")
+    model = zero_eps_model()
     x = torch.rand(3, 1, 8, 8) * 2 - 1
     x_t = noise_probe.ddim_invert(model, x, 400, 8)
     torch.testing.assert_close(x_t, x * (model.alpha_bar[400] / model.alpha_bar[0]).sqrt().float(), atol=1e-5, rtol=1e-5)

@@ -10,9 +10,8 @@ import torch
 from diffusers import DDIMScheduler
 
 import mia_utils as mu
-from mia_utils.models import DiffusionModel, default_scheduler
 
-from .conftest import tiny_unet
+from .conftest import zero_eps_model
 
 
 def unet_eps(model, x, t):
@@ -53,10 +52,7 @@ def test_secmi_matches_a_step_by_step_loop(tiny_model, digits):
 
 def test_round_trip_is_exact_for_a_known_eps():
     # a UNet whose output layer is zero predicts ε̂ ≡ 0: every DDIM step rescales x by √(ᾱ_to/ᾱ_from)
-    unet = tiny_unet()
-    torch.nn.init.zeros_(unet.conv_out.weight)
-    torch.nn.init.zeros_(unet.conv_out.bias)
-    model = DiffusionModel(unet, default_scheduler(), device="cpu")
+    model = zero_eps_model()
     x = torch.rand(3, 1, 8, 8) * 2 - 1
     y, _ = mu.sampling.ddim_step(model, x, 0, 90)
     torch.testing.assert_close(y, x * math.sqrt(model.alpha_bar[90] / model.alpha_bar[0]), atol=1e-6, rtol=1e-6)

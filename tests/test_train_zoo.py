@@ -68,3 +68,47 @@ def test_unknown_zoo_names_are_refused(tiny_recipe):
         mu.load_model("zoo:nope")
     with pytest.raises(mu.DataError, match="zoo:test-tiny/members"):
         mu.load_membership_sets("zoo:test-tiny/nonmembers", "zoo:test-tiny/nonmembers")
+
+
+def test_fine_tuned_vae_and_latent_recipes_build_and_share_generated_sets(tiny_recipe, tmp_path):
+    """The recipe kinds of chapters 04-06, tiny: a fine-tune starts from its base's weights, a
+    β-VAE and a latent DDPM on its latents build into loadable folders, generated sets are cached."""
+    from mia_utils.latent import VAETrainConfig, vae_config
+    from mia_utils.zoo import VAERecipe
+
+    tiny_unet = small_unet_config(block_out_channels=(8, 16))
+    recipes = [
+        Recipe(name="test-ft", description="fine-tune", n_members=40, init="test-tiny", unet=tiny_unet,
+               train=TrainConfig(steps=0, batch_size=16, log_every=4)),
+        VAERecipe(name="test-vae", description="vae", n_members=40, vae=vae_config(block_out_channels=(8, 16)),
+                  train=VAETrainConfig(steps=4, batch_size=16)),
+        Recipe(name="test-ldm", description="ldm", n_members=40, vae="test-vae",
+               unet=small_unet_config(sample_size=4, channels=2, block_out_channels=(8, 16)),
+               train=TrainConfig(steps=4, batch_size=16, log_every=2)),
+    ]
+    for r in recipes:
+        mu.zoo.register(r)
+    try:
+        # 0 fine-tuning steps: the fine-tune is its base, weight for weight
+        base, ft = _weights(mu.zoo.path_of("test-tiny")), _weights(mu.zoo.path_of("test-ft"))
+        assert all(torch.equal(base[k], ft[k]) for k in base)
+        assert recipes[0].key() != Recipe(**{**recipes[0].__dict__, "init": None}).key()
+        model, codec = mu.latent.load_ldm("zoo:test-ldm", device="cpu")
+        assert model.sample_shape == codec.latent_shape == (2, 4, 4)
+        assert model.scheduler.config.clip_sample is False  # latents are not clipped to [-1, 1]
+        assert mu.zoo.codec("test-vae").scale == codec.scale
+        first = mu.zoo.generated("zoo:test-tiny", 5, sampler="ddim", steps=3, progress=False)
+        files = list((mu.zoo.path_of("test-tiny") / "generated").iterdir())
+        assert len(files) == 1 and torch.equal(first, mu.zoo.generated("zoo:test-tiny", 5, sampler="ddim", steps=3))
+        assert mu.zoo.generated_images("zoo:test-vae", 3, shape=(1, 8, 8)).shape == (3, 1, 8, 8)
+        mu.data.save_image_folder(first, tmp_path / "gen")
+        assert mu.zoo.generated_images(str(tmp_path / "gen"), 4, shape=(1, 8, 8)).shape == (4, 1, 8, 8)
+        with pytest.raises(mu.DataError, match="channel"):
+            mu.zoo.generated_images(str(tmp_path / "gen"), 4, shape=(3, 16, 16))
+        with pytest.raises(mu.DataError, match="shape"):
+            mu.zoo.generated_images("zoo:test-vae", 3, shape=(3, 8, 8))
+        with pytest.raises(mu.DataError, match="6 are needed"):
+            mu.zoo.generated_images(str(tmp_path / "gen"), 6)
+    finally:
+        for r in recipes:
+            mu.zoo.RECIPES.pop(r.name)
