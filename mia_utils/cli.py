@@ -34,6 +34,31 @@ def validate(checkpoint: str, members: str, nonmembers: str, device: str = "auto
     return f"{model}; {sets}"
 
 
+# Chapters whose defaults name zoo models trained on the embedded digits: on an auditor's own
+# checkpoint they need inputs only the auditor has, or they are skipped with a note.
+NEEDS = {
+    "05_latent": ("latent_models", ("your latent models: -p latent_models '[\"DIR\"]' (folders with unet/, "
+                                    "scheduler/, vae/, codec.json) trained on these members")),
+    "06_noise_probe": ("base", "the pre-trained model your checkpoint was fine-tuned from: -p base DIR"),
+}
+# ... or they run with a default that does not point into the zoo (chapter 04: no other generators)
+USER_DEFAULTS = {"04_trajectories": {"generators": {}}}
+
+
+def plan(sources: list[Path], checkpoint: str, parameters: dict) -> tuple[list[Path], dict[str, str]]:
+    """The chapters to run on ``checkpoint`` and the ones skipped, each with what it needs."""
+    if str(checkpoint).startswith("zoo:"):
+        return sources, {}
+    run, skipped = [], {}
+    for src in sources:
+        need = NEEDS.get(src.stem)
+        if need is not None and need[0] not in parameters:
+            skipped[src.stem] = need[1]
+        else:
+            run.append(src)
+    return run, skipped
+
+
 def audit(checkpoint: str, members: str, nonmembers: str, out: str | Path = "audit",
           chapters: list[str] | None = None, device: str = "auto", n_eval: int | None = None,
           batch_size: int = 256, seed: int = 0, parameters: dict | None = None) -> Path:
@@ -43,6 +68,9 @@ def audit(checkpoint: str, members: str, nonmembers: str, out: str | Path = "aud
     if not sources:
         raise ValueError(f"No chapter matches {chapters}; the book has {[p.name[:2] for p in nbrun.chapters()]}.")
     print(f"[audit] {validate(checkpoint, members, nonmembers, device, n_eval)}", flush=True)
+    sources, skipped = plan(sources, checkpoint, parameters or {})
+    for stem, need in skipped.items():
+        print(f"[audit] {stem} skipped: it needs {need}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     common = {"checkpoint": str(Path(checkpoint).resolve()) if not str(checkpoint).startswith("zoo:") else checkpoint,
               "members": _abs(members), "nonmembers": _abs(nonmembers), "device": device,
@@ -51,15 +79,17 @@ def audit(checkpoint: str, members: str, nonmembers: str, out: str | Path = "aud
     for src in sources:
         t0 = time.perf_counter()
         print(f"[audit] {src.stem} ...", flush=True)
-        nbrun.run_notebook(src, out / f"{src.stem}.ipynb", parameters={**common, "out_dir": str(out / "results" / src.stem)},
-                           cwd=out)
+        defaults = USER_DEFAULTS.get(src.stem, {}) if not str(checkpoint).startswith("zoo:") else {}
+        params = {**defaults, **common, "out_dir": str(out / "results" / src.stem)}
+        nbrun.run_notebook(src, out / f"{src.stem}.ipynb", parameters=params, cwd=out)
         times[src.stem] = round(time.perf_counter() - t0, 1)
         print(f"[audit] {src.stem}: {times[src.stem]} s", flush=True)
     table = nbrun.summary_table(out / "results")
     (out / "summary.json").write_text(json.dumps({"checkpoint": str(checkpoint), "members": str(members),
                                                   "nonmembers": str(nonmembers), "seconds": times,
+                                                  "skipped": skipped,
                                                   "rows": table.to_dict(orient="records")}, indent=1))
-    (out / "summary.html").write_text(_html(table, checkpoint, members, nonmembers, times))
+    (out / "summary.html").write_text(_html(table, checkpoint, members, nonmembers, times, skipped))
     print(f"[audit] report: {out / 'summary.html'}", flush=True)
     return out
 
@@ -68,11 +98,12 @@ def _abs(spec: str) -> str:
     return spec if str(spec).startswith("zoo:") else str(Path(spec).resolve())
 
 
-def _html(table, checkpoint, members, nonmembers, times) -> str:
+def _html(table, checkpoint, members, nonmembers, times, skipped=None) -> str:
     from html import escape
 
-    rows = table.to_html(index=False, border=0, classes="summary", escape=True)
+    rows = table.to_html(index=False, border=0, classes="summary", escape=True) if len(table) else "<p>No metrics.</p>"
     chapters = "".join(f"<li>{escape(k)}.ipynb ({v} s)</li>" for k, v in times.items())
+    chapters += "".join(f"<li>{escape(k)}: skipped, it needs {escape(v)}</li>" for k, v in (skipped or {}).items())
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Membership audit: {escape(str(checkpoint))}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:80em}} table{{border-collapse:collapse}}

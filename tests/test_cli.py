@@ -57,3 +57,24 @@ def test_python_dash_m_shows_help():
                          capture_output=True, text=True)
     assert out.returncode == 0 and "--checkpoint" in out.stdout
     assert mu.cli is cli
+
+
+@pytest.mark.parametrize("tiny_checkpoint", [(1, 8)], indirect=True, ids=["grey8"])
+def test_audit_skips_chapters_that_need_the_auditors_own_models(tiny_checkpoint, tmp_path, capsys):
+    """Chapters 05 and 06 compare with models only the auditor has (latent models, the base
+    model): on a non-zoo checkpoint without them they are skipped with what they need."""
+    sources = mu.nbrun.chapters()
+    run, skipped = cli.plan(sources, str(tiny_checkpoint["checkpoint"]), {})
+    assert set(skipped) == {"05_latent", "06_noise_probe"} and "-p base DIR" in skipped["06_noise_probe"]
+    assert [s.stem for s in run] == [s.stem for s in sources if s.stem not in skipped]
+    run, skipped = cli.plan(sources, str(tiny_checkpoint["checkpoint"]), {"base": "x", "latent_models": ["y"]})
+    assert skipped == {} and len(run) == len(sources)
+    assert cli.plan(sources, "zoo:digits-ddpm", {}) == (sources, {})  # the zoo defaults fit the zoo
+    argv = ["audit", "--checkpoint", str(tiny_checkpoint["checkpoint"]), "--members", str(tiny_checkpoint["members"]),
+            "--nonmembers", str(tiny_checkpoint["nonmembers"]), "--chapters", "05,06", "--device", "cpu",
+            "--out", str(tmp_path / "report")]
+    assert cli.main(argv) == 0
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert set(summary["skipped"]) == {"05_latent", "06_noise_probe"} and summary["rows"] == []
+    assert "skipped" in capsys.readouterr().out
+    assert "skipped, it needs" in (tmp_path / "report" / "summary.html").read_text()
