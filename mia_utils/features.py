@@ -20,6 +20,7 @@ which other time steps are asked for.
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -132,8 +133,6 @@ def trajectory_features(model: DiffusionModel, images: torch.Tensor, ts: Iterabl
     are batched together (about ``batch_size`` (image, t) pairs per pass). Cost per image and
     t: one forward query, plus one backward pass for each gradient kind asked.
     """
-    import time
-
     kinds = list(kinds)
     unknown = set(kinds) - set(KINDS)
     if unknown or not kinds:
@@ -146,15 +145,15 @@ def trajectory_features(model: DiffusionModel, images: torch.Tensor, ts: Iterabl
     bs = batch_size or model.batch_size
     x0_all = images.float()
     out = {k: np.zeros((n, len(ts))) for k in kinds}
-    noises = {}  # t -> ε_t for all images, drawn once per t
     q0, backward, t_start = model.queries, 0, time.perf_counter()
     need_x, need_theta = "grad_x" in kinds, "grad_theta" in kinds
     chunks = list(_pairs(n, ts, bs))
     for cols, rows in tqdm(chunks, desc=desc, disable=not progress, mininterval=2):
         x0 = x0_all[rows]
         m = len(x0)
-        eps = torch.cat([noises.setdefault(ts[c], noise_at(ts[c], tuple(x0_all.shape), seed))[rows]
-                         for c in cols])
+        # ε_t is drawn for all N images and sliced, so it does not depend on the chunking; drawn
+        # again per image chunk rather than kept for every t (that would hold len(ts) x N images)
+        eps = torch.cat([noise_at(ts[c], tuple(x0_all.shape), seed)[rows] for c in cols])
         tt = torch.tensor([ts[c] for c in cols]).repeat_interleave(m)
         x0_rep = x0.repeat(len(cols), 1, 1, 1).to(device).requires_grad_(need_x)
         ab = model.alpha_bar[tt].float().view(-1, 1, 1, 1).to(device)
