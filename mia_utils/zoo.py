@@ -233,6 +233,14 @@ def _cached(final: Path, force: bool, make) -> Path:
     return final
 
 
+def _write_info(folder: Path, recipe: Recipe | VAERecipe, parameters: int, seconds: float, **extra) -> None:
+    """A zoo model's zoo.json: its recipe, parameter count and training time."""
+    info = {"name": recipe.name, "key": recipe.key(), "description": recipe.description,
+            "recipe": {**asdict(recipe), "train": recipe.train.to_dict()}, "parameters": parameters,
+            "train_seconds": round(seconds, 1), "torch": torch.__version__, **extra}
+    (folder / "zoo.json").write_text(json.dumps(info, indent=1))
+
+
 def build(recipe: Recipe | str, force: bool = False, progress: bool = True, device: str = "auto") -> Path:
     """Train a victim into its cache folder (or return the folder when it is cached)."""
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
@@ -261,11 +269,7 @@ def build(recipe: Recipe | str, force: bool = False, progress: bool = True, devi
         t0 = time.perf_counter()
         train_ddpm(model, images, recipe.train, out_dir=tmp, progress=progress)
         model.save(tmp)
-        info = {"name": recipe.name, "key": recipe.key(), "description": recipe.description,
-                "recipe": {**asdict(recipe), "train": recipe.train.to_dict()},
-                "parameters": model.num_parameters, "train_seconds": round(time.perf_counter() - t0, 1),
-                "torch": torch.__version__, "device": str(model.device)}
-        (tmp / "zoo.json").write_text(json.dumps(info, indent=1))
+        _write_info(tmp, recipe, model.num_parameters, time.perf_counter() - t0, device=str(model.device))
 
     return _cached(folder_of(recipe), force, make)
 
@@ -286,11 +290,7 @@ def build_vae(recipe: VAERecipe | str, force: bool = False, progress: bool = Tru
         log = train_vae(vae, images, recipe.train, progress=progress)
         LatentCodec(vae, latent_scale(vae, images)).save(tmp)
         (tmp / "train_log.json").write_text(json.dumps({"config": recipe.train.to_dict(), "log": log}, indent=1))
-        info = {"name": recipe.name, "key": recipe.key(), "description": recipe.description,
-                "recipe": {**asdict(recipe), "train": recipe.train.to_dict()},
-                "parameters": sum(p.numel() for p in vae.parameters()),
-                "train_seconds": round(time.perf_counter() - t0, 1), "torch": torch.__version__}
-        (tmp / "zoo.json").write_text(json.dumps(info, indent=1))
+        _write_info(tmp, recipe, sum(p.numel() for p in vae.parameters()), time.perf_counter() - t0)
 
     return _cached(folder_of(recipe), force, make)
 
