@@ -18,20 +18,59 @@ import sys
 import time
 from pathlib import Path
 
-from . import nbrun
-from .data import DataError, load_membership_sets
-from .models import CheckpointError, load_model
+from . import nbrun, specs
+from .data import DataError
+from .models import CheckpointError
+from .zoo import ZooError
+
+# parameters the audit sets itself from its own options: -p may not override them
+OWN = ("checkpoint", "members", "nonmembers", "device", "n_eval", "batch_size", "seed", "out_dir", "resize")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def check_device(device: str) -> str:
+    """"auto", "cpu", "cuda", "cuda:N" or "mps"; a one-line error otherwise."""
+    base, _, index = str(device).partition(":")
+    if base not in DEVICES or (index and not (base == "cuda" and index.isdigit())):
+        raise CheckpointError(f"--device {device!r}: use one of auto, cpu, cuda, cuda:N or mps.")
+    return device
 
 
 def validate(checkpoint: str, members: str, nonmembers: str, device: str = "auto",
-             n_eval: int | None = None) -> str:
-    """Load the checkpoint and both image sets once; return a one-line description.
+             n_eval: int | None = None, resize: bool = False, max_t: int | None = None) -> str:
+    """Load the checkpoint (its weights checked and one ε̂ query run) and both image sets once;
+    with ``max_t``, check that the model has that many time steps. Return a one-line description.
 
     Raises ``CheckpointError`` or ``DataError`` with a message that names the fix.
     """
-    model = load_model(checkpoint, device=device)
-    sets = load_membership_sets(members, nonmembers, model=model, n_eval=n_eval)
+    model = specs.load_model(checkpoint, device=check_device(device))
+    sets = specs.load_membership_sets(members, nonmembers, model=model, n_eval=n_eval, resize=resize)
+    if max_t is not None and max_t >= model.num_train_timesteps:
+        raise CheckpointError(f"The chosen chapters query time steps up to {max_t} but the model has only "
+                              f"T = {model.num_train_timesteps}: give smaller ones with -p (see each chapter's "
+                              "parameters), or choose other chapters.")
     return f"{model}; {sets}"
+
+
+def time_steps(parameters: dict) -> list[int]:
+    """The time steps a chapter's parameters name (ts, *_ts, t_*, t, secmi_grid's t_sec ...)."""
+    import re
+
+    out: list[int] = []
+
+    def ints(value):
+        if isinstance(value, bool):
+            return
+        if isinstance(value, int):
+            out.append(value)
+        elif isinstance(value, list | tuple):
+            for v in value:
+                ints(v)
+
+    for name, value in parameters.items():
+        if re.search(r"(^|_)ts$|^t_|_t$|^t$|grid$|_t_sec$", name):
+            ints(value)
+    return out
 
 
 # Chapters whose defaults name zoo models trained on the embedded digits: on an auditor's own
@@ -47,7 +86,7 @@ USER_DEFAULTS = {"04_trajectories": {"generators": {}}}
 
 def plan(sources: list[Path], checkpoint: str, parameters: dict) -> tuple[list[Path], dict[str, str]]:
     """The chapters to run on ``checkpoint`` and the ones skipped, each with what it needs."""
-    if str(checkpoint).startswith("zoo:"):
+    if specs.is_zoo(checkpoint):
         return sources, {}
     run, skipped = [], {}
     for src in sources:
@@ -59,43 +98,114 @@ def plan(sources: list[Path], checkpoint: str, parameters: dict) -> tuple[list[P
     return run, skipped
 
 
+def choose_chapters(chapters: list[str] | None) -> list[Path]:
+    """The chapter sources for ``--chapters`` numbers (all for None); an unknown or empty number is an error."""
+    every = {p.name[:2]: p for p in nbrun.chapters()}
+    if chapters is None:
+        return list(every.values())
+    wanted = [c.strip() for c in chapters]
+    if not wanted or any(not c for c in wanted):
+        raise ValueError(f"--chapters {','.join(chapters)!r} names no chapter; the book has {', '.join(every)}.")
+    unknown = [c for c in wanted if c not in every]
+    if unknown:
+        raise ValueError(f"--chapters: no chapter {', '.join(unknown)}; the book has {', '.join(every)}.")
+    return [every[c] for c in sorted(set(wanted))]
+
+
+def check_parameters(sources: list[Path], parameters: dict) -> None:
+    """-p names must be parameters of a chosen chapter, not one the audit sets itself, and of the
+    default's type (a number for a number, a list for a list ...)."""
+    own = sorted(set(parameters) & set(OWN))
+    if own:
+        raise ValueError(f"-p {own[0]} is set by the audit's own option (--{own[0].replace('_', '-')}); "
+                         "use that option, so that the validated inputs are the ones the chapters run on.")
+    declared: dict[str, object] = {}
+    for src in sources:
+        for k, v in nbrun.parameters_of(src).items():
+            declared.setdefault(k, v)
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        valid = ", ".join(sorted(set(declared) - set(OWN)))
+        raise ValueError(f"-p {unknown[0]}: no chosen chapter has this parameter; theirs are {valid}.")
+    for k, v in parameters.items():
+        default = declared[k]
+        kinds = (int, float) if isinstance(default, int | float) and not isinstance(default, bool) else type(default)
+        if default is not None and v is not None and not isinstance(v, kinds):
+            raise ValueError(f"-p {k} {json.dumps(v)}: expected a {type(default).__name__} like the default "
+                             f"{json.dumps(default)}.")
+
+
+def prepare_out(out: Path, overwrite: bool) -> None:
+    """A report folder that holds nothing of an earlier run: refused when it does, unless ``overwrite``
+    (which removes the earlier report first, so that no old number can mix into the new one)."""
+    import shutil
+
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a file: name a folder for the report.")
+    earlier = [p for p in ("summary.json", "summary.html", "results") if (out / p).exists()]
+    if earlier:
+        if not overwrite:
+            raise ValueError(f"--out {str(out)!r} holds an earlier report ({', '.join(earlier)}): choose another "
+                             "folder, or pass --overwrite to replace it.")
+        for p in earlier:
+            shutil.rmtree(out / p) if (out / p).is_dir() else (out / p).unlink()
+        for nb in out.glob("*.ipynb"):
+            nb.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def audit(checkpoint: str, members: str, nonmembers: str, out: str | Path = "audit",
           chapters: list[str] | None = None, device: str = "auto", n_eval: int | None = None,
-          batch_size: int = 256, seed: int = 0, parameters: dict | None = None) -> Path:
-    """Run the chosen chapters (default: every chapter) on a checkpoint; write the report to ``out``."""
+          batch_size: int = 256, seed: int = 0, parameters: dict | None = None, resize: bool = False,
+          overwrite: bool = False) -> Path:
+    """Run the chosen chapters (default: every chapter) on a checkpoint; write the report to ``out``.
+
+    Everything is checked before anything runs; the summary is written last, atomically, so an
+    interrupted audit leaves no summary that looks complete.
+    """
     out = Path(out).resolve()
-    sources = [p for p in nbrun.chapters() if chapters is None or p.name[:2] in chapters]
-    if not sources:
-        raise ValueError(f"No chapter matches {chapters}; the book has {[p.name[:2] for p in nbrun.chapters()]}.")
-    print(f"[audit] {validate(checkpoint, members, nonmembers, device, n_eval)}", flush=True)
-    sources, skipped = plan(sources, checkpoint, parameters or {})
+    parameters = parameters or {}
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size}: give a whole number >= 1.")
+    sources = choose_chapters(chapters)
+    check_parameters(sources, parameters)
+    sources, skipped = plan(sources, checkpoint, parameters)
+    declared = {}
+    for src in sources:
+        declared.update({k: v for k, v in nbrun.parameters_of(src).items() if k not in declared})
+    max_t = max(time_steps({**declared, **parameters}), default=None)
+    print(f"[audit] {validate(checkpoint, members, nonmembers, device, n_eval, resize, max_t)}", flush=True)
+    prepare_out(out, overwrite)
     for stem, need in skipped.items():
         print(f"[audit] {stem} skipped: it needs {need}", flush=True)
-    out.mkdir(parents=True, exist_ok=True)
-    common = {"checkpoint": str(Path(checkpoint).resolve()) if not str(checkpoint).startswith("zoo:") else checkpoint,
-              "members": _abs(members), "nonmembers": _abs(nonmembers), "device": device,
-              "n_eval": n_eval, "batch_size": batch_size, "seed": seed, **(parameters or {})}
+    common = {"checkpoint": specs.display(checkpoint), "members": specs.display(members),
+              "nonmembers": specs.display(nonmembers), "device": device, "n_eval": n_eval,
+              "batch_size": batch_size, "seed": seed, "resize": resize, **parameters}
     times = {}
     for src in sources:
         t0 = time.perf_counter()
         print(f"[audit] {src.stem} ...", flush=True)
-        defaults = USER_DEFAULTS.get(src.stem, {}) if not str(checkpoint).startswith("zoo:") else {}
-        params = {**defaults, **common, "out_dir": str(out / "results" / src.stem)}
+        own = nbrun.parameters_of(src)
+        defaults = USER_DEFAULTS.get(src.stem, {}) if not specs.is_zoo(checkpoint) else {}
+        params = {k: v for k, v in {**defaults, **common}.items() if k in own}
+        params["out_dir"] = str(out / "results" / src.stem)
         nbrun.run_notebook(src, out / f"{src.stem}.ipynb", parameters=params, cwd=out)
         times[src.stem] = round(time.perf_counter() - t0, 1)
         print(f"[audit] {src.stem}: {times[src.stem]} s", flush=True)
     table = nbrun.summary_table(out / "results")
-    (out / "summary.json").write_text(json.dumps({"checkpoint": str(checkpoint), "members": str(members),
-                                                  "nonmembers": str(nonmembers), "seconds": times,
-                                                  "skipped": skipped,
-                                                  "rows": table.to_dict(orient="records")}, indent=1))
-    (out / "summary.html").write_text(_html(table, checkpoint, members, nonmembers, times, skipped))
+    _write_atomic(out / "summary.html", _html(table, checkpoint, members, nonmembers, times, skipped))
+    _write_atomic(out / "summary.json", json.dumps({"checkpoint": str(checkpoint), "members": str(members),
+                                                    "nonmembers": str(nonmembers), "seconds": times,
+                                                    "skipped": skipped,
+                                                    "rows": table.to_dict(orient="records")}, indent=1))
     print(f"[audit] report: {out / 'summary.html'}", flush=True)
     return out
-
-
-def _abs(spec: str) -> str:
-    return spec if str(spec).startswith("zoo:") else str(Path(spec).resolve())
 
 
 def _html(table, checkpoint, members, nonmembers, times, skipped=None) -> str:
@@ -119,6 +229,16 @@ given members and non-members and reported on the rest, with 95 % bootstrap inte
 """
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mia-book", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -128,8 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--nonmembers", required=True, help="folder of non-member images (PNG/JPEG)")
     a.add_argument("--chapters", help="comma-separated chapter numbers, e.g. 02,03 (default: all)")
     a.add_argument("--device", default="auto", help='"auto", "cpu" or "cuda"')
-    a.add_argument("--n-eval", type=int, default=None, help="evaluation images per side (default: all)")
-    a.add_argument("--batch-size", type=int, default=256)
+    a.add_argument("--n-eval", type=_positive, default=None, help="evaluation images per side (default: all)")
+    a.add_argument("--batch-size", type=_positive, default=256, help="images per forward pass")
+    a.add_argument("--resize", action="store_true", help="resize and convert images to the model's size and channels")
+    a.add_argument("--overwrite", action="store_true", help="replace an earlier report in --out")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--out", default="audit", help="report folder (default: ./audit)")
     a.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
@@ -137,10 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         audit(args.checkpoint, args.members, args.nonmembers, out=args.out,
-              chapters=args.chapters.split(",") if args.chapters else None, device=args.device,
+              chapters=args.chapters.split(",") if args.chapters is not None else None, device=args.device,
               n_eval=args.n_eval, batch_size=args.batch_size, seed=args.seed,
-              parameters=nbrun._parse_params(args.parameter))
-    except (CheckpointError, DataError, ValueError) as err:
+              parameters=nbrun._parse_params(args.parameter), resize=args.resize, overwrite=args.overwrite)
+    except (CheckpointError, DataError, ZooError, ValueError, TypeError) as err:
         print(f"mia-book: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -63,17 +63,72 @@ def image_hashes(images: torch.Tensor) -> list[str]:
     return out
 
 
-def check_no_leakage(**sets: torch.Tensor) -> None:
-    """Refuse two sets that share an image (by content hash). Call with named sets."""
-    seen: dict[str, str] = {}
-    for name, images in sets.items():
-        for i, h in enumerate(image_hashes(images)):
-            if h in seen and seen[h] != name:
+def _named(images) -> tuple[torch.Tensor, list[str]]:
+    if isinstance(images, tuple):
+        return images
+    return images, [f"image {i}" for i in range(len(images))]
+
+
+def check_no_leakage(near: bool = True, **sets) -> None:
+    """Refuse two sets that share an image: by content hash, and (``near``) as a near-duplicate
+    (``near_duplicates``: a re-encoded or slightly resized copy). Call with named sets, each a
+    tensor or an ``(images, names)`` pair; the message names both images."""
+    seen: dict[str, tuple[str, str]] = {}
+    for label, value in sets.items():
+        images, names = _named(value)
+        for name, h in zip(names, image_hashes(images)):
+            if h in seen and seen[h][0] != label:
                 raise DataError(
-                    f"An image is in both {seen[h]!r} and {name!r} (image {i} of {name!r}, "
-                    f"sha256 {h[:12]}...): remove it from one of the two sets."
+                    f"The same image is in {seen[h][0]!r} ({seen[h][1]}) and in {label!r} ({name}), "
+                    f"sha256 {h[:12]}...: remove it from one of the two sets."
                 )
-            seen.setdefault(h, name)
+            seen.setdefault(h, (label, name))
+    if not near:
+        return
+    labels = list(sets)
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            (xa, na), (xb, nb) = _named(sets[a]), _named(sets[b])
+            pairs = near_duplicates(xa, xb)
+            if pairs:
+                j, k, d = pairs[0]
+                raise DataError(
+                    f"{len(pairs)} near-duplicate pair(s) across {a!r} and {b!r}, e.g. {na[j]} and {nb[k]} "
+                    f"(mean absolute pixel difference {d:.4f} on [-1, 1]): a re-encoded or resized copy of a "
+                    "member is not a non-member; remove it from one of the two sets."
+                )
+
+
+NEAR_DUPLICATE_TOL = 0.02  # mean |Δ| on [-1, 1] after reduction (measured: near_duplicates' docstring)
+
+
+def near_duplicates(a: torch.Tensor, b: torch.Tensor, tol: float = NEAR_DUPLICATE_TOL,
+                    side: int = 16) -> list[tuple[int, int, float]]:
+    """Pairs (i, j, d) of images of ``a`` and ``b`` that are near-copies of each other.
+
+    Both are reduced to grey ``side`` x ``side`` (area averaging: re-encoding noise averages
+    out, and a slightly resized copy lands on the same grid), then compared by the mean
+    absolute difference d; pairs with d < ``tol`` are returned, closest first. Measured: the
+    closest two distinct digits of scikit-learn's 1,797 lie 0.031 apart; a JPEG q95 re-save of
+    a digit at most 0.011, a JPEG q75 re-save or a 30-pixel round trip of a 32x32 image at most
+    0.009 (a q75 re-save of an 8x8 digit, up to 0.06, damages it beyond a copy).
+    """
+    if len(a) == 0 or len(b) == 0:
+        return []
+
+    def reduce(x: torch.Tensor) -> torch.Tensor:
+        g = x.float().mean(1, keepdim=True)
+        return torch.nn.functional.adaptive_avg_pool2d(g, min(side, g.shape[-2], g.shape[-1])).flatten(1)
+
+    ra, rb = reduce(a), reduce(b)
+    if ra.shape[1] != rb.shape[1]:
+        return []
+    out = []
+    for i in range(0, len(ra), 512):
+        d = torch.cdist(ra[i:i + 512], rb, p=1) / ra.shape[1]
+        for j, k in (d < tol).nonzero().tolist():
+            out.append((i + j, k, float(d[j, k])))
+    return sorted(out, key=lambda p: p[2])
 
 
 SHIFTS = ("shift", "blur", "contrast")
@@ -179,25 +234,63 @@ def make_split(
         "public": sorted(public),
     }
     hashes = {name: image_hashes(data[idx]) for name, idx in indices.items()}
-    check_no_leakage(**{name: data[idx] for name, idx in indices.items()})
+    check_no_leakage(near=False, **{name: data[idx] for name, idx in indices.items()})
     return Split(dataset, seed, indices, hashes)
 
 
 # --------------------------------------------------------------------------- folders
+def _pixels(im, channels: int | None, size: tuple[int, int] | None):
+    """A PIL image as float32 [H, W] (grey) or [H, W, 3] in 0..1, whatever its mode and depth.
+
+    16-bit greys (modes "I;16*", and "I" holding values above 255) are scaled by 65535, not
+    clipped to 8 bits; grey with alpha ("LA"), bilevel ("1") and palette images whose colours
+    are all grey are grey; alpha is dropped. ``channels`` 1 or 3 converts, None keeps the
+    image's own; ``size`` (H, W) resizes with bicubic filtering.
+    """
+    from PIL import Image
+
+    if im.mode.startswith("I"):  # 16/32-bit integers: resize as floats, scale to 0..1
+        raw = np.asarray(im, dtype=np.float32)
+        im = Image.fromarray(raw / (65535.0 if im.mode.startswith("I;16") or raw.max() > 255 else 255.0), mode="F")
+        if size is not None:
+            im = im.resize((size[1], size[0]), Image.BICUBIC)
+        grey = np.clip(np.asarray(im, dtype=np.float32), 0, 1)
+        return grey if channels in (None, 1) else np.repeat(grey[..., None], 3, axis=2)
+    if im.mode in ("P", "PA", "RGBA", "RGB", "CMYK", "YCbCr", "LAB", "HSV"):
+        rgb = im.convert("RGB")
+        arr = np.asarray(rgb)
+        grey_colours = bool((arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all())
+        keep_rgb = channels == 3 or (channels is None and not (im.mode in ("P", "PA") and grey_colours))
+        im = rgb if keep_rgb else im.convert("L")
+    elif im.mode != "L":  # LA, 1, F
+        im = im.convert("L")
+    if size is not None:
+        im = im.resize((size[1], size[0]), Image.BICUBIC)
+    arr = np.asarray(im, dtype=np.float32) / 255.0
+    if arr.ndim == 2 and channels == 3:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    return arr
+
+
 def load_image_folder(path: str | Path, size: int | tuple[int, int] | None = None,
-                      channels: int | None = None) -> torch.Tensor:
+                      channels: int | None = None, return_names: bool = False):
     """Read every PNG/JPEG in a folder (sorted by name) as [N, C, H, W] in [-1, 1].
 
-    ``channels`` 1 or 3 converts (grey <-> RGB); None keeps the files' own mode, which must
-    then agree across files. ``size`` (int or (H, W)) resizes with bicubic filtering; None
-    keeps the files' size, which must then agree across files.
+    ``channels`` 1 or 3 converts (grey <-> RGB); None keeps the files' own mode (grey for L,
+    LA, 16-bit and grey-palette files; RGB for colour), which must then agree across files.
+    ``size`` (int or (H, W)) resizes with bicubic filtering; None keeps the files' size, which
+    must then agree across files. With ``return_names``, also the file names, in order.
     """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_dir():
-        raise DataError(f"Image folder {str(path)!r} does not exist: pass a folder of PNG/JPEG images.")
-    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        what = "is a file" if path.exists() else "does not exist"
+        raise DataError(f"Image folder {str(path)!r} {what}: pass a folder of PNG/JPEG images.")
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                   and p.name != "metadata.jsonl")
     if not files:
         raise DataError(f"Image folder {str(path)!r} is empty: put the PNG/JPEG images in it.")
     if channels not in (None, 1, 3):
@@ -207,24 +300,29 @@ def load_image_folder(path: str | Path, size: int | tuple[int, int] | None = Non
         if f.suffix.lower() not in IMAGE_SUFFIXES:
             raise DataError(f"{str(f)!r} is not a PNG or JPEG image: remove it from the folder.")
         try:
-            with Image.open(f) as im:
-                im.load()
-                mode = {1: "L", 3: "RGB", None: "L" if im.mode in ("L", "1", "I", "I;16") else "RGB"}[channels]
-                im = im.convert(mode)
-                if size is not None:
-                    hw = (size, size) if isinstance(size, int) else tuple(size)
-                    im = im.resize((hw[1], hw[0]), Image.BICUBIC)
-                arr = np.asarray(im, dtype=np.float32)
-        except (UnidentifiedImageError, OSError) as err:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(f) as im:
+                    im.load()
+                    hw = None if size is None else (size, size) if isinstance(size, int) else tuple(size)
+                    arr = _pixels(im, channels, hw)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise DataError(f"{str(f)!r} is far larger than any diffusion model's input ({err}): "
+                            "remove it, or resize it before auditing.") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
             raise DataError(f"{str(f)!r} could not be read as an image ({err}): remove or re-save it.") from None
         arrays.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
-    shapes = {a.shape for a in arrays}
+    shapes: dict[tuple, str] = {}
+    for f, a in zip(files, arrays):
+        shapes.setdefault(a.shape, f.name)
     if len(shapes) > 1:
+        found = "; ".join(f"{shape} as in {name}" for shape, name in shapes.items())
         raise DataError(
-            f"Images in {str(path)!r} differ in size or channels {sorted(shapes)}: pass size= "
-            "(and channels=) to convert them, or make them agree."
+            f"Images in {str(path)!r} differ in [channels, height, width] ({found}): make them agree, or "
+            "pass size= and channels= (--resize on the command line) to convert them on loading."
         )
-    return torch.from_numpy(np.stack(arrays) / 127.5 - 1.0).float()
+    images = torch.from_numpy(np.stack(arrays).astype(np.float32) * 2.0 - 1.0).float()
+    return (images, [f.name for f in files]) if return_names else images
 
 
 def save_image_folder(images: torch.Tensor, path: str | Path, prefix: str = "img") -> Path:
@@ -259,67 +357,73 @@ class MembershipSets:
         return f"MembershipSets({parts})"
 
 
-def _folder_images(path, shape: tuple[int, int, int] | None, resize: bool) -> torch.Tensor:
+def folder_images(path, shape: tuple[int, int, int] | None, resize: bool = False,
+                  return_names: bool = False):
     """A folder's images, checked against (or, with ``resize``, converted to) a model's [C, H, W]."""
     if shape is None:
-        return load_image_folder(path)
+        return load_image_folder(path, return_names=return_names)
     c, h, w = shape
     if resize:
-        return load_image_folder(path, size=(h, w), channels=c)
-    images = load_image_folder(path)
+        return load_image_folder(path, size=(h, w), channels=c, return_names=return_names)
+    images, names = load_image_folder(path, return_names=True)
     if images.shape[1] != c:
         raise DataError(
             f"Images in {str(path)!r} have {images.shape[1]} channel(s) but the model takes {c}: "
-            f"convert them (load_image_folder(path, channels={c})) or pass resize=True."
+            f"convert them, or pass resize=True (--resize on the command line) to convert them on loading."
         )
     if tuple(images.shape[2:]) != (h, w):
         raise DataError(
             f"Images in {str(path)!r} are {tuple(images.shape[2:])} but the model takes {(h, w)}: "
-            f"resize them to {h}x{w}, or pass resize=True to have them resized on loading."
+            f"resize them to {h}x{w}, or pass resize=True (--resize on the command line) to resize on loading."
         )
-    return images
+    return (images, names) if return_names else images
 
 
 def load_membership_sets(members, nonmembers, model=None, n_eval: int | None = None,
                          calibration_fraction: float = 1 / 3, seed: int = 0,
                          resize: bool = False) -> MembershipSets:
-    """Members and non-members from ``zoo:NAME/members`` specs or folders of images.
+    """Members and non-members, each from a folder of images or a ``(calibration, evaluation)``
+    pair of tensors (a split that already has its parts: ``specs`` passes zoo splits so).
 
-    A zoo split keeps its own calibration/evaluation parts; folders are cut seeded, a
-    ``calibration_fraction`` of each for calibration. ``n_eval`` keeps the first n of each
-    evaluation part (an error when more are asked than exist). With a ``model``, image size
-    and channels are checked against it (or converted with ``resize=True``).
+    Folders are cut seeded, a ``calibration_fraction`` of each for calibration. ``n_eval`` keeps
+    the first n of each evaluation part (an error when more are asked than exist). With a
+    ``model``, image size and channels are checked against it (or converted with ``resize``).
+    No image may be in both sets, exactly or as a near-duplicate (``near_duplicates``).
     """
+    if n_eval is not None and (isinstance(n_eval, bool) or not isinstance(n_eval, int) or n_eval < 1):
+        raise DataError(f"n_eval={n_eval!r}: give a whole number >= 1 of evaluation images per side (or None for all).")
+    if not 0 < calibration_fraction < 1:
+        raise DataError(f"calibration_fraction={calibration_fraction!r} must lie strictly between 0 and 1.")
     shape = None if model is None else model.sample_shape
-    parts = {}
+    parts, names = {}, {}
     for label, spec in (("members", members), ("nonmembers", nonmembers)):
-        if isinstance(spec, str) and spec.startswith("zoo:"):
-            from . import zoo
-
-            name, _, part = spec[4:].partition("/")
-            if part != label:
-                raise DataError(f"{label}={spec!r}: write zoo:{name}/{label}.")
-            split = zoo.split_of(name)
-            data = load_dataset(split.dataset)
-            cal, ev = split.images(f"{label}_cal", data), split.images(f"{label}_eval", data)
-            if shape is not None and tuple(cal.shape[1:]) != tuple(shape):
-                raise DataError(f"{spec!r} images are {tuple(cal.shape[1:])} but the model takes {tuple(shape)}.")
+        if isinstance(spec, tuple):
+            cal, ev = spec
+            for x in (cal, ev):
+                if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+                    raise DataError(f"{label} images are {tuple(x.shape[1:])} but the model takes {tuple(shape)}.")
+            cal_names = [f"{label}_cal[{i}]" for i in range(len(cal))]
+            ev_names = [f"{label}_eval[{i}]" for i in range(len(ev))]
         else:
-            images = _folder_images(spec, shape, resize)
+            images, files = folder_images(spec, shape, resize, return_names=True)
             if len(images) < 2:
-                raise DataError(f"{label} folder {spec!r} holds {len(images)} image(s); at least 2 are needed.")
-            perm = torch.from_numpy(np.random.default_rng(seed).permutation(len(images)))
-            n_cal = max(1, round(len(images) * calibration_fraction))
-            cal, ev = images[perm[:n_cal]], images[perm[n_cal:]]
+                raise DataError(f"{label} folder {str(spec)!r} holds {len(images)} image(s); at least 2 are needed.")
+            perm = np.random.default_rng(seed).permutation(len(images))
+            n_cal = min(len(images) - 1, max(1, round(len(images) * calibration_fraction)))
+            cal, ev = images[torch.from_numpy(perm[:n_cal])], images[torch.from_numpy(perm[n_cal:])]
+            cal_names = [str(Path(spec) / files[i]) for i in perm[:n_cal]]
+            ev_names = [str(Path(spec) / files[i]) for i in perm[n_cal:]]
         if n_eval is not None:
             if n_eval > len(ev):
                 raise DataError(
                     f"n_eval={n_eval} evaluation images asked but {label} has only {len(ev)} "
                     f"for evaluation: pass n_eval <= {len(ev)} (or None for all)."
                 )
-            ev = ev[:n_eval]
+            ev, ev_names = ev[:n_eval], ev_names[:n_eval]
         parts[label] = (cal, ev)
+        names[label] = cal_names + ev_names
     sets = MembershipSets(*parts["members"], *parts["nonmembers"],
                           source={"members": str(members), "nonmembers": str(nonmembers)})
-    check_no_leakage(members=torch.cat(parts["members"]), nonmembers=torch.cat(parts["nonmembers"]))
+    check_no_leakage(members=(torch.cat(parts["members"]), names["members"]),
+                     nonmembers=(torch.cat(parts["nonmembers"]), names["nonmembers"]))
     return sets

@@ -13,15 +13,14 @@ through the input (it shares the forward); ``grad_theta`` 1 forward + 1 per-samp
 through the parameters (``torch.func.vmap``: the slowest, ~10x a forward). Forward queries go
 through the model's counter; backward passes are counted in ``FeatureSet.backward``.
 
-The noises are drawn on the CPU from ``torch.Generator().manual_seed(seed * 1_000_003 + t)``,
-one tensor for all images at each t, so a feature does not depend on device, batch size or
-which other time steps are asked for.
+Each image's ε_t comes from its own generator, seeded by (seed, t, the image's content hash:
+``mia_utils.noise``), so a feature depends on neither device, batch size, the image's position
+nor which other time steps are asked for.
 """
 
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -30,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .models import DiffusionModel
+from .noise import image_noise
 
 KINDS = ("loss", "grad_x", "grad_theta")
 
@@ -78,9 +78,11 @@ class FeatureSet:
                           seconds=sum(p.seconds for p in parts))
 
 
-def noise_at(t: int, shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
-    """The seeded ε_t used for every image at time step t ([N, C, H, W], CPU)."""
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed * 1_000_003 + int(t)))
+def noise_at(t: int, images: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """The seeded ε_t of each image at time step t ([N, C, H, W], CPU): drawn from the image's
+    own content-seeded generator (``mia_utils.noise``), so it depends on neither the image's
+    position, the chunking, nor which other time steps are asked."""
+    return image_noise(images, seed, salt=f"features/t={int(t)}")
 
 
 def stride(step: int, start: int = 0, stop: int = 1000) -> list[int]:
@@ -96,31 +98,6 @@ def _pairs(n: int, ts: Sequence[int], batch_size: int):
     for i in range(0, n, nb):
         for j in range(0, len(ts), tb):
             yield list(range(j, min(j + tb, len(ts)))), slice(i, min(i + nb, n))
-
-
-def _per_sample_param_grad_sq(model: DiffusionModel, x_t: torch.Tensor, t: torch.Tensor,
-                              eps: torch.Tensor, chunk: int) -> torch.Tensor:
-    """‖∇_θ ‖ε̂_θ(x_t, t) − ε‖²‖² per sample. torch.func's vmap over grad gives per-sample
-    parameter gradients in one batched backward (no library computes per-sample gradient norms
-    of an arbitrary module; a loop of batch-1 backward passes is ~4x slower here)."""
-    from torch.func import functional_call, grad, vmap
-
-    unet = model.unet
-    params = {k: v.detach() for k, v in unet.named_parameters()}
-
-    def loss_one(p, x, tt, e):
-        out = functional_call(unet, p, (x[None], tt[None])).sample
-        return (out - e[None]).pow(2).sum()
-
-    per_sample = vmap(grad(loss_one), in_dims=(None, 0, 0, 0))
-    out = []
-    for i in range(0, len(x_t), chunk):
-        with warnings.catch_warnings():  # "no batching rule for attention": a speed notice only
-            warnings.filterwarnings("ignore", message="There is a performance drop")
-            g = per_sample(params, x_t[i:i + chunk], t[i:i + chunk], eps[i:i + chunk])
-        out.append(sum(v.pow(2).flatten(1).sum(1) for v in g.values()).detach())
-        model.queries += len(x_t[i:i + chunk])  # this path calls the UNet directly: count it here
-    return torch.cat(out)
 
 
 def trajectory_features(model: DiffusionModel, images: torch.Tensor, ts: Iterable[int],
@@ -151,15 +128,14 @@ def trajectory_features(model: DiffusionModel, images: torch.Tensor, ts: Iterabl
     for cols, rows in tqdm(chunks, desc=desc, disable=not progress, mininterval=2):
         x0 = x0_all[rows]
         m = len(x0)
-        # ε_t is drawn for all N images and sliced, so it does not depend on the chunking; drawn
-        # again per image chunk rather than kept for every t (that would hold len(ts) x N images)
-        eps = torch.cat([noise_at(ts[c], tuple(x0_all.shape), seed)[rows] for c in cols])
+        # ε_t per image from its own generator: independent of the chunking; drawn per chunk
+        # rather than kept for every t (that would hold len(ts) x N images)
+        eps = torch.cat([noise_at(ts[c], x0, seed) for c in cols])
         tt = torch.tensor([ts[c] for c in cols]).repeat_interleave(m)
         x0_rep = x0.repeat(len(cols), 1, 1, 1).to(device).requires_grad_(need_x)
-        ab = model.alpha_bar[tt].float().view(-1, 1, 1, 1).to(device)
         eps_d = eps.to(device)
         # x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε_t, kept differentiable in x_0 for ∇_x
-        x_t = ab.sqrt() * x0_rep + (1 - ab).sqrt() * eps_d
+        x_t = model.q_sample(x0_rep, tt, eps_d)
         if "loss" in kinds or need_x:
             eps_hat = model.eps(x_t, tt, batch_size=len(x_t), grad=need_x)
             per = (eps_hat - eps_d).pow(2).flatten(1).sum(1)  # L_t per (image, t)
@@ -174,7 +150,7 @@ def trajectory_features(model: DiffusionModel, images: torch.Tensor, ts: Iterabl
             if need_x:
                 out["grad_x"][rows, cols[0]:cols[-1] + 1] = gx2.double().cpu().view(len(cols), m).T.numpy()
         if need_theta:
-            g2 = _per_sample_param_grad_sq(model, x_t.detach(), tt.to(device), eps_d, theta_chunk)
+            g2 = model.per_sample_param_grad_sq(x_t.detach(), tt, eps_d, theta_chunk)
             out["grad_theta"][rows, cols[0]:cols[-1] + 1] = g2.double().cpu().view(len(cols), m).T.numpy()
             backward += len(x_t)
     return FeatureSet(ts, out, forward=model.queries - q0, backward=backward,

@@ -37,12 +37,19 @@ class Denoised:
 
 def _alpha_bar(t: int | None, alpha_bar: float | None) -> float:
     if alpha_bar is not None:
-        return float(alpha_bar)
-    if t is None:
+        ab = float(alpha_bar)
+    elif t is None:
         raise ValueError("Give the time step t (DDPM linear schedule) or alpha_bar directly.")
-    from .models import default_scheduler
+    else:
+        from .models import default_scheduler
 
-    return float(default_scheduler().alphas_cumprod.double()[t])
+        schedule = default_scheduler().alphas_cumprod.double()
+        if isinstance(t, bool) or int(t) != t or not 0 <= int(t) < len(schedule):
+            raise ValueError(f"t={t!r} lies outside [0, {len(schedule) - 1}] (the DDPM linear schedule's time steps).")
+        ab = float(schedule[int(t)])
+    if not 0 < ab <= 1:
+        raise ValueError(f"ᾱ must lie in (0, 1]; got {ab}.")
+    return ab
 
 
 def optimal_denoiser(train: torch.Tensor, x_t: torch.Tensor, t: int | None = None, *,
@@ -59,6 +66,8 @@ def optimal_denoiser(train: torch.Tensor, x_t: torch.Tensor, t: int | None = Non
     a, sigma2 = np.sqrt(ab), 1.0 - ab
     if sigma2 <= 0:
         raise ValueError("σ_t must be positive (ᾱ_t < 1).")
+    if len(train) == 0:
+        raise ValueError("The training set is empty: the optimal denoiser needs at least one training image.")
     if train.shape[1:] != x_t.shape[1:]:
         raise ValueError(f"train images are {tuple(train.shape[1:])} but queries are {tuple(x_t.shape[1:])}.")
     device = torch.device(device) if device is not None else x_t.device

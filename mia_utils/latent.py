@@ -167,20 +167,18 @@ def latent_scale(vae: AutoencoderKL, images: torch.Tensor) -> float:
 def load_ldm(source: str | Path, device: str | torch.device = "auto", batch_size: int = 256):
     """A latent diffusion model as (the latent ``DiffusionModel``, its ``LatentCodec``).
 
-    ``source``: ``zoo:NAME`` or a folder holding the latent UNet (``unet/``, ``scheduler/``) and
-    its first stage (``vae/`` + ``codec.json``, as ``LatentCodec.save`` writes them).
+    ``source``: a folder holding the latent UNet (``unet/``, ``scheduler/``) and its first
+    stage (``vae/`` + ``codec.json``, as ``LatentCodec.save`` writes them); ``specs.load_ldm``
+    also takes ``zoo:`` names.
     """
     from .models import CheckpointError, load_model, resolve_device
 
     folder = Path(source)
-    if isinstance(source, str) and source.startswith("zoo:"):
-        from . import zoo
-
-        folder = zoo.path_of(source[4:])
     if not (folder / "codec.json").is_file():
         raise CheckpointError(f"{str(folder)!r} has no first stage: a latent model folder needs vae/ and "
                               "codec.json beside unet/ (write them with LatentCodec.save(folder)).")
     model = load_model(folder, device=device, batch_size=batch_size)
+    model.input_range = None  # its inputs are latents, not pixels
     codec = LatentCodec.load(folder, device=resolve_device(device))
     if tuple(codec.latent_shape) != tuple(model.sample_shape):
         raise CheckpointError(f"The VAE's latents are {codec.latent_shape} but the UNet takes {model.sample_shape}.")

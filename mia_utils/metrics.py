@@ -53,8 +53,22 @@ def auc(members, nonmembers) -> float:
     return float(roc_auc_score(y, s))
 
 
+def _check_fpr(fpr: float) -> float:
+    if not 0 <= fpr <= 1:
+        raise ValueError(f"fpr={fpr} must lie in [0, 1] (a rate, not a percentage).")
+    return float(fpr)
+
+
+def _finite(scores, what: str = "scores") -> np.ndarray:
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if not np.isfinite(s).all():
+        raise ValueError(f"The {what} contain NaN or inf: check the attack's inputs.")
+    return s
+
+
 def tpr_at_fpr(members, nonmembers, fpr: float = 0.01) -> float:
     """TPR at exactly ``fpr``, interpolated linearly on the ROC curve (module docstring)."""
+    _check_fpr(fpr)
     f, t = _upper_envelope(*roc(members, nonmembers)[:2])
     return float(np.interp(fpr, f, t))
 
@@ -81,8 +95,10 @@ def point_metrics(members, nonmembers) -> dict[str, float]:
 def bootstrap_ci(members, nonmembers, n_boot: int = 1000, level: float = 0.95,
                  seed: int = 0) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap intervals of every point metric (members, non-members resampled apart)."""
-    m = np.asarray(members, dtype=np.float64).ravel()
-    n = np.asarray(nonmembers, dtype=np.float64).ravel()
+    m, n = _finite(members), _finite(nonmembers)
+    if len(m) < 2 or len(n) < 2:
+        raise ValueError(f"A bootstrap interval needs at least 2 members and 2 non-members; got {len(m)} and "
+                         f"{len(n)} (every resample of one image is that image: the interval would be a point).")
     rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {}
     for _ in range(n_boot):
@@ -125,7 +141,10 @@ def threshold_at_fpr(nonmember_scores, fpr: float = 0.01) -> float:
     Calling "member" when score > τ then has a false-positive rate of at most ``fpr`` on
     these (calibration) non-members.
     """
-    s = np.sort(np.asarray(nonmember_scores, dtype=np.float64).ravel())
+    _check_fpr(fpr)
+    s = np.sort(_finite(nonmember_scores, "calibration non-member scores"))
+    if len(s) == 0:
+        raise ValueError("No calibration non-member scores: a threshold needs at least one.")
     k = int(np.floor(fpr * len(s)))  # at most k non-members may lie above τ
     return float(s[len(s) - 1 - k]) if k < len(s) else float(-np.inf)
 
@@ -137,8 +156,8 @@ def calibrated(cal_members, cal_nonmembers, eval_members, eval_nonmembers, fpr: 
     ``cal_members`` is accepted for symmetry (and a check of direction): only non-members set τ.
     """
     tau = threshold_at_fpr(cal_nonmembers, fpr)
-    em = np.asarray(eval_members, dtype=np.float64)
-    en = np.asarray(eval_nonmembers, dtype=np.float64)
+    em, en = _finite(eval_members, "evaluation scores"), _finite(eval_nonmembers, "evaluation scores")
+    _finite(cal_members, "calibration member scores")
     return {"threshold": tau, "target_fpr": fpr, "fpr": float(np.mean(en > tau)), "tpr": float(np.mean(em > tau)),
             "cal_tpr": float(np.mean(np.asarray(cal_members) > tau))}
 
@@ -148,8 +167,7 @@ def honest_and_oracle(members_cal: dict, nonmembers_cal: dict, members_eval: dic
                       n_boot: int = 1000, seed: int = 0, **extra) -> dict:
     """Choose a setting (a time step, say) on calibration, report it on evaluation.
 
-    Each split maps a setting to scores (``mia_utils.attacks.sweep_sets`` returns exactly
-    these four, so ``honest_and_oracle(**scores)`` works). ``honest`` is the setting with the
+    Each split maps a setting to scores (``harness.evaluate`` builds exactly these four). ``honest`` is the setting with the
     best calibration AUC, evaluated on the evaluation split; ``oracle`` is the setting with the
     best *evaluation* AUC (what several papers report), shown for comparison only.
     Returns {"honest": row, "oracle": row}, each row from ``evaluate`` plus its ``setting``.

@@ -22,6 +22,23 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded; the message names the fix."""
 
 
+def small_unet_config(sample_size: int = 8, channels: int = 1,
+                      block_out_channels: tuple[int, ...] = (32, 64), layers_per_block: int = 1,
+                      attention: bool = False) -> dict:
+    """A UNet2DModel config for small images: one down/up block per width, optional attention."""
+    n = len(block_out_channels)
+    down = ["DownBlock2D"] * n
+    up = ["UpBlock2D"] * n
+    if attention:
+        down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
+    return {
+        "sample_size": sample_size, "in_channels": channels, "out_channels": channels,
+        "block_out_channels": list(block_out_channels), "layers_per_block": layers_per_block,
+        "down_block_types": down, "up_block_types": up,
+        "norm_num_groups": min(32, block_out_channels[0]),
+    }
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` picks CUDA when there is a GPU, else the CPU; ``"cuda"`` without one is an error."""
     if str(device) == "auto":
@@ -63,6 +80,9 @@ class DiffusionModel:
         self.alpha_bar = self.scheduler.alphas_cumprod.double().cpu()
         self.batch_size = batch_size
         self.queries = 0
+        # the range clean inputs must lie in: [-1, 1] for a pixel model (its sampler clips to it),
+        # None (unchecked) for a latent model, whose unit-variance latents exceed it
+        self.input_range = (-1.0, 1.0) if getattr(self.scheduler.config, "clip_sample", False) else None
 
     # ------------------------------------------------------------------ facts
     @property
@@ -88,6 +108,64 @@ class DiffusionModel:
     def sigma(self, t: int) -> float:
         """σ_t = √(1 - ᾱ_t)."""
         return float((1 - self.alpha_bar[t]).sqrt())
+
+    def self_check(self) -> None:
+        """Weights all finite, and one ε̂ query on a blank image finite and of the input's shape.
+
+        Catches, at load time, what would otherwise fail deep inside an attack: NaN weights, an
+        ε̂ with other channels than the image (out_channels ≠ in_channels). The query is not counted.
+        """
+        bad = [name for name, p in self.unet.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise CheckpointError(f"{len(bad)} weight tensor(s) hold NaN or inf (e.g. {bad[0]}): the checkpoint is "
+                                  "broken (a diverged training run?); use an earlier one.")
+        x = torch.zeros((1, *self.sample_shape), device=self.device)
+        with torch.no_grad():
+            out = self.unet(x, torch.tensor([0], device=self.device)).sample
+        if tuple(out.shape) != tuple(x.shape):
+            raise CheckpointError(f"The UNet maps images {tuple(x.shape[1:])} to {tuple(out.shape[1:])}: an "
+                                  "ε-prediction model returns the input's shape (out_channels = in_channels).")
+        if not torch.isfinite(out).all():
+            raise CheckpointError("One ε̂ query on a blank image returned NaN or inf: the checkpoint is broken.")
+
+    def clean_images(self, images) -> torch.Tensor:
+        """An attack's input, checked: a float tensor [N, C, H, W] (numpy arrays are converted), at
+        least one image, all finite, of the model's shape and inside ``input_range`` ([-1, 1] for
+        a pixel model, whose scheduler clips samples to it). Returned as float32 on its device."""
+        import numpy as np
+
+        if isinstance(images, np.ndarray):
+            images = torch.from_numpy(images)
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"images must be a torch tensor [N, C, H, W], not {type(images).__name__}.")
+        if not images.is_floating_point():
+            raise ValueError(f"images are {images.dtype}: scale 8-bit pixels to [-1, 1] first (x / 127.5 - 1), "
+                             "or load them with mia_utils.load_image_folder.")
+        if images.ndim != 4 or len(images) == 0:
+            raise ValueError(f"images must be a non-empty [N, C, H, W] tensor; got shape {tuple(images.shape)}.")
+        self.check_images(images)
+        if not torch.isfinite(images).all():
+            raise ValueError("images contain NaN or inf: check how they were loaded or computed.")
+        if self.input_range is not None:
+            lo, hi = float(images.min()), float(images.max())
+            if lo < self.input_range[0] - 1e-3 or hi > self.input_range[1] + 1e-3:
+                raise ValueError(f"pixel values span [{lo:.3g}, {hi:.3g}] but the model takes [-1, 1]: scale them "
+                                 "(0..255: x / 127.5 - 1; 0..1: 2x - 1).")
+        return images.float()
+
+    def check_t(self, t, name: str = "t") -> int:
+        """A time step, checked: a whole number in [0, T − 1] (2.7 is an error, not 2)."""
+        import numbers
+
+        if isinstance(t, bool) or not isinstance(t, numbers.Integral):
+            if isinstance(t, torch.Tensor) and t.ndim == 0 and not t.is_floating_point():
+                t = int(t)
+            else:
+                raise ValueError(f"{name}={t!r}: a time step is a whole number in [0, {self.num_train_timesteps - 1}].")
+        if not 0 <= int(t) < self.num_train_timesteps:
+            raise ValueError(f"{name}={t} lies outside [0, {self.num_train_timesteps - 1}] (this model has "
+                             f"T = {self.num_train_timesteps} steps).")
+        return int(t)
 
     # ------------------------------------------------------------------ the hook
     def check_images(self, x: torch.Tensor) -> None:
@@ -123,10 +201,43 @@ class DiffusionModel:
         return torch.cat(out) if out else x_t.new_zeros(x_t.shape)
 
     def q_sample(self, x0: torch.Tensor, t, noise: torch.Tensor) -> torch.Tensor:
-        """x_t = √ᾱ_t x_0 + √(1 - ᾱ_t) ε (no query)."""
-        t = torch.as_tensor(t, dtype=torch.long).expand(len(x0))
-        ab = self.alpha_bar[t].float().view(-1, 1, 1, 1).to(x0.device)
-        return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        """x_t = √ᾱ_t x_0 + √(1 - ᾱ_t) ε (no query): the one forward process of the package.
+
+        ``t`` an int or an int tensor [N] (on any device); the result is on ``x0``'s device,
+        differentiable in ``x0`` and ``noise``.
+        """
+        t = torch.as_tensor(t, dtype=torch.long).cpu().expand(len(x0))
+        ab = self.alpha_bar[t].float().view(-1, *[1] * (x0.ndim - 1)).to(x0.device)
+        return ab.sqrt() * x0 + (1 - ab).sqrt() * noise.to(x0.device)
+
+    def per_sample_param_grad_sq(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
+                                 chunk: int = 32) -> torch.Tensor:
+        """‖∇_θ ‖ε̂_θ(x_t, t) − ε‖²‖² per sample. Counts one query per sample.
+
+        torch.func's vmap over grad gives per-sample parameter gradients in one batched backward
+        (no library computes per-sample gradient norms of an arbitrary module; a loop of batch-1
+        backward passes is ~4x slower here).
+        """
+        from torch.func import functional_call, grad, vmap
+
+        self.check_images(x_t)
+        unet = self.unet
+        params = {k: v.detach() for k, v in unet.named_parameters()}
+
+        def loss_one(p, x, tt, e):
+            out = functional_call(unet, p, (x[None], tt[None])).sample
+            return (out - e[None]).pow(2).sum()
+
+        per_sample = vmap(grad(loss_one), in_dims=(None, 0, 0, 0))
+        out = []
+        for i in range(0, len(x_t), chunk):
+            xb = x_t[i:i + chunk].to(self.device, torch.float32)
+            with warnings.catch_warnings():  # "no batching rule for attention": a speed notice only
+                warnings.filterwarnings("ignore", message="There is a performance drop")
+                g = per_sample(params, xb, t[i:i + chunk].to(self.device), eps[i:i + chunk].to(self.device))
+            out.append(sum(v.pow(2).flatten(1).sum(1) for v in g.values()).detach())
+            self.queries += len(xb)
+        return torch.cat(out)
 
     # ------------------------------------------------------------------ saving
     def save(self, path: str | Path) -> Path:
@@ -142,6 +253,18 @@ class DiffusionModel:
 
 
 # ---------------------------------------------------------------------- loading
+def read_json(path: Path, what: str = "config") -> dict:
+    """A JSON object from ``path``; a CheckpointError naming the file when it is not one."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{str(path)!r} is not valid JSON ({err}): re-save the {what}.") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{str(path)!r} holds a JSON {type(value).__name__}, not the object a {what} is: "
+                              "re-save it with save_pretrained.")
+    return value
+
+
 def _find_unet_dir(root: Path) -> Path:
     if (root / "unet" / "config.json").is_file():
         return root / "unet"
@@ -156,8 +279,7 @@ def _find_unet_dir(root: Path) -> Path:
 def _load_scheduler(root: Path, unet_dir: Path) -> DDPMScheduler:
     for cand in (root / "scheduler" / "scheduler_config.json", unet_dir / "scheduler_config.json"):
         if cand.is_file():
-            config = json.loads(cand.read_text())
-            return DDPMScheduler.from_config(config)
+            return DDPMScheduler.from_config(read_json(cand, "scheduler config"))
     warnings.warn(
         f"No scheduler config in {str(root)!r}: using the DDPM default (T=1000, linear β 1e-4..0.02). "
         "Save the training scheduler with scheduler.save_pretrained(folder/'scheduler') to be explicit.",
@@ -166,38 +288,75 @@ def _load_scheduler(root: Path, unet_dir: Path) -> DDPMScheduler:
     return default_scheduler()
 
 
+def refuse_pickles(folder: Path) -> None:
+    """A CheckpointError when ``folder`` holds weights only as a pickle (never unpickled here)."""
+    pickled = [p.name for p in folder.iterdir() if p.name in PICKLE_WEIGHTS or p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
+    if pickled:
+        raise CheckpointError(
+            f"{str(folder)!r} holds weights only as a pickle ({', '.join(pickled)}), which we do not load "
+            "(unpickling runs code). Only if you trust the file, convert it once in Python: "
+            "UNet2DModel.from_pretrained(folder, use_safetensors=False).save_pretrained(folder, "
+            "safe_serialization=True)."
+        )
+
+
+def _load_unet(unet_dir: Path) -> UNet2DModel:
+    """The UNet of ``unet_dir`` with every weight from its safetensors file, or a one-line error."""
+    from safetensors import SafetensorError, safe_open
+
+    weights = unet_dir / WEIGHTS_NAME
+    if not weights.is_file():
+        refuse_pickles(unet_dir)
+        raise CheckpointError(f"{str(unet_dir)!r} has no {WEIGHTS_NAME}: save the UNet with save_pretrained.")
+    config = read_json(unet_dir / "config.json", "UNet config")
+    if config.get("_class_name", "UNet2DModel") != "UNet2DModel":
+        raise CheckpointError(f"{str(unet_dir)!r} holds a {config['_class_name']}; a UNet2DModel is needed.")
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{str(weights)!r} is not a readable safetensors file ({err}): it may be "
+                              "truncated; save the weights again.") from None
+    try:
+        expected = {k: tuple(v.shape) for k, v in UNet2DModel.from_config(config).state_dict().items()}
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as err:
+        raise CheckpointError(f"{str(unet_dir / 'config.json')!r} is not a valid UNet2DModel config ({err}).") from None
+    missing = sorted(set(expected) - set(stored))
+    wrong = sorted(k for k in set(expected) & set(stored) if expected[k] != stored[k])
+    if wrong:
+        k = wrong[0]
+        raise CheckpointError(f"{len(wrong)} weight tensor(s) in {str(weights)!r} do not fit the config, e.g. {k} "
+                              f"is {list(stored[k])} where the config builds {list(expected[k])}: the config and "
+                              "the weights come from different models.")
+    if missing:
+        raise CheckpointError(f"{str(weights)!r} lacks {len(missing)} weight tensor(s) the config needs (e.g. "
+                              f"{missing[0]}): they would be random; save the complete model again.")
+    return UNet2DModel.from_pretrained(unet_dir, use_safetensors=True, local_files_only=True,
+                                       low_cpu_mem_usage=False)
+
+
 def load_model(source: str | Path, device: str | torch.device = "auto",
                batch_size: int = 256) -> DiffusionModel:
-    """A DiffusionModel from a ``zoo:NAME`` or a local diffusers folder.
+    """A DiffusionModel from a local diffusers folder (``specs.load_model`` also takes ``zoo:`` names).
 
     Folders: a DDPMPipeline layout (``unet/`` and ``scheduler/``) or a bare UNet2DModel folder
     (``config.json``, the weights, and ``scheduler_config.json`` beside them). Weights are read
-    from safetensors only: pickled weights (``.bin``/``.pt``) can run code when loaded.
+    from safetensors only: pickled weights (``.bin``/``.pt``) can run code when loaded. Every
+    weight the config needs must be there with its shape, and one ε̂ query must be finite and
+    of the input's shape (``DiffusionModel.self_check``).
     """
-    if isinstance(source, str) and source.startswith("zoo:"):
-        from . import zoo
-
-        return load_model(zoo.path_of(source[4:]), device=device, batch_size=batch_size)
     root = Path(source)
     if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
         raise CheckpointError(
-            f"Checkpoint folder {str(root)!r} does not exist: pass a local diffusers folder or a zoo: name "
+            f"Checkpoint folder {str(root)!r} {what}: pass a local diffusers folder or a zoo: name "
             "(nothing is downloaded)."
         )
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise CheckpointError(f"batch_size={batch_size!r}: give a whole number >= 1 of images per forward pass.")
     unet_dir = _find_unet_dir(root)
-    if not (unet_dir / WEIGHTS_NAME).is_file():
-        pickled = [p.name for p in unet_dir.iterdir() if p.name in PICKLE_WEIGHTS or p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
-        if pickled:
-            raise CheckpointError(
-                f"{str(unet_dir)!r} holds weights only as a pickle ({', '.join(pickled)}), which we do not load "
-                "(unpickling runs code): convert once with UNet2DModel.from_pretrained(folder)"
-                ".save_pretrained(folder, safe_serialization=True)."
-            )
-        raise CheckpointError(f"{str(unet_dir)!r} has no {WEIGHTS_NAME}: save the UNet with save_pretrained.")
-    config = json.loads((unet_dir / "config.json").read_text())
-    if config.get("_class_name", "UNet2DModel") != "UNet2DModel":
-        raise CheckpointError(f"{str(unet_dir)!r} holds a {config['_class_name']}; a UNet2DModel is needed.")
-    unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=True, local_files_only=True,
-                                      low_cpu_mem_usage=False)
+    unet = _load_unet(unet_dir)
     scheduler = _load_scheduler(root, unet_dir)
-    return DiffusionModel(unet, scheduler, device=device, batch_size=batch_size)
+    model = DiffusionModel(unet, scheduler, device=device, batch_size=batch_size)
+    model.self_check()
+    return model

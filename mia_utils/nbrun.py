@@ -30,6 +30,29 @@ def chapters(root: str | Path = ROOT) -> list[Path]:
     return sorted((Path(root) / "notebooks").glob("[0-9][0-9]_*.md"))
 
 
+def parameters_of(source: str | Path) -> dict:
+    """The parameters a chapter declares: {name: default} from its cell tagged ``parameters``.
+
+    Read with ``ast`` (literal defaults only), not executed; comments never count.
+    """
+    import ast
+
+    import jupytext
+
+    nb = jupytext.read(Path(source))
+    for cell in nb.cells:
+        if "parameters" in cell.metadata.get("tags", []):
+            out = {}
+            for node in ast.parse(cell.source).body:
+                if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                    try:
+                        out[node.targets[0].id] = ast.literal_eval(node.value)
+                    except ValueError:
+                        out[node.targets[0].id] = None
+            return out
+    return {}
+
+
 def _kernel_env() -> None:
     # The kernel is started as plain "python": make that the interpreter running us (the venv's),
     # whether or not the venv was activated.
@@ -112,25 +135,21 @@ def collect_metrics(results_dir: str | Path = "results") -> dict[str, dict]:
 
 
 def summary_table(results_dir: str | Path = "results"):
-    """One row per chapter × attack: honest metrics with 95 % CIs, queries per image, seconds."""
-    import pandas as pd
+    """One row per chapter × attack, grouped by chapter: the honest metrics with 95 % CIs first,
+    then access level, queries per image and seconds (``harness.table``), the victim last."""
+    from .harness import table
 
-    from .metrics import format_ci as fmt
-
-    records = []
+    rows, victims = {}, []
     for chapter, blob in collect_metrics(results_dir).items():
         victim = blob.get("parameters", {}).get("checkpoint", "")
         for name, row in blob.get("metrics", {}).items():
-            records.append({
-                "chapter": chapter, "attack": name, "victim": victim,
-                "AUC [95% CI]": fmt(row, "auc"),
-                "TPR@1%FPR (%)": fmt(row, "tpr_at_1pct_fpr", pct=True),
-                "TPR@0.1%FPR (%)": fmt(row, "tpr_at_0_1pct_fpr", pct=True),
-                "ASR": fmt(row, "asr"),
-                "queries/image": row.get("queries_per_image", ""),
-                "seconds": round(row["seconds"], 1) if "seconds" in row else "",
-            })
-    return pd.DataFrame.from_records(records)
+            rows[f"{chapter}|{name}"] = {**row, "group": chapter}
+            victims.append(victim)
+    out = table(rows, setting=False, group="chapter")
+    if len(out):
+        out["attack"] = [k.split("|", 1)[1] for k in rows]
+        out["victim"] = victims
+    return out
 
 
 def build_book(root: str | Path = ROOT) -> None:
@@ -165,11 +184,16 @@ def run_book(root: str | Path = ROOT, only: list[str] | None = None, parameters:
 
 
 def _parse_params(pairs: list[list[str]] | None) -> dict:
+    """``-p NAME VALUE`` pairs: VALUE as JSON, or a bare string (a path). A VALUE that starts as
+    JSON does (``[``, ``{``, ``"``) but is not valid JSON is an error, not a string."""
     out = {}
     for key, value in pairs or []:
         try:
             out[key] = json.loads(value)
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as err:
+            if value.strip()[:1] in ("[", "{", '"'):
+                raise ValueError(f"-p {key} {value!r} is not valid JSON ({err.msg}): quote it, e.g. "
+                                 f"-p {key} '[1, 2]'.") from None
             out[key] = value  # a bare string such as a path
     return out
 

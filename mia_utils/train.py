@@ -52,7 +52,6 @@ def train_ddpm(model: DiffusionModel, images: torch.Tensor, config: TrainConfig 
     torch.manual_seed(config.seed)
     unet, device = model.unet, model.device
     data = images.to(device, torch.float32)
-    alpha_bar = model.alpha_bar.float().to(device)
     T = model.num_train_timesteps
     opt = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps)))
@@ -72,8 +71,7 @@ def train_ddpm(model: DiffusionModel, images: torch.Tensor, config: TrainConfig 
         t = torch.randint(T, (config.batch_size,), generator=gen).to(device)
         eps = torch.randn(x0.shape, generator=gen).to(device)
         # 2. x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε
-        ab = alpha_bar[t].view(-1, 1, 1, 1)
-        x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+        x_t = model.q_sample(x0, t, eps)
         # 3. ‖ε − ε̂(x_t, t)‖², one gradient step
         loss = F.mse_loss(unet(x_t, t).sample, eps)
         opt.zero_grad(set_to_none=True)

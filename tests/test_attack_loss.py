@@ -12,18 +12,19 @@ def test_loss_score_matches_a_loop_with_diffusers(tiny_model, digits):
     x, t, k = digits[:6], 70, 3
     got = mu.attacks.loss.score(tiny_model, x, t=t, n_noise=k, seed=11, batch_size=4)
     assert tiny_model.queries == 6 * k
-    gen = torch.Generator().manual_seed(11)
-    noises = [torch.randn(x.shape, generator=gen) for _ in range(k)]
     ab = tiny_model.scheduler.alphas_cumprod[t]
     expected = []
     for i in range(len(x)):
+        # image i's noises: the first k draws of its own generator, seeded by (seed, its content)
+        (gen,) = mu.noise.generators(x[i:i + 1], seed=11, salt="loss")
         losses = []
-        for eps in noises:
-            x_t = tiny_model.scheduler.add_noise(x[i:i + 1], eps[i:i + 1], torch.tensor([t]))
-            assert torch.allclose(x_t, ab.sqrt() * x[i:i + 1] + (1 - ab).sqrt() * eps[i:i + 1], atol=1e-6)
+        for _ in range(k):
+            eps = torch.randn(x.shape[1:], generator=gen)[None]
+            x_t = tiny_model.scheduler.add_noise(x[i:i + 1], eps, torch.tensor([t]))
+            assert torch.allclose(x_t, ab.sqrt() * x[i:i + 1] + (1 - ab).sqrt() * eps, atol=1e-6)
             with torch.no_grad():
                 eps_hat = tiny_model.unet(x_t, torch.tensor([t])).sample
-            losses.append(float(((eps[i:i + 1] - eps_hat) ** 2).sum()))
+            losses.append(float(((eps - eps_hat) ** 2).sum()))
         expected.append(-np.mean(losses))
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 

@@ -47,7 +47,7 @@ def test_manifest_round_trip_and_tamper_check(tmp_path, digits):
 
 def test_leakage_check_refuses_a_shared_image(digits):
     mu.data.check_no_leakage(a=digits[:10], b=digits[10:20])
-    with pytest.raises(DataError, match="both 'a' and 'b'"):
+    with pytest.raises(DataError, match=r"same image is in 'a' \(image 9\) and in 'b' \(image 0\)"):
         mu.data.check_no_leakage(a=digits[:10], b=digits[9:20])
 
 
@@ -82,8 +82,11 @@ def test_image_folder_errors(tmp_path, digits):
         mu.load_image_folder(tmp_path / "mixed")
     (tmp_path / "mixed" / "broken.png").unlink()
     Image.fromarray(np.zeros((9, 9), np.uint8)).save(tmp_path / "mixed" / "big.png")
-    with pytest.raises(DataError, match="differ in size"):
+    with pytest.raises(DataError, match=r"differ in \[channels, height, width\] \(\(1, 9, 9\) as in big.png; "
+                                        r"\(1, 8, 8\) as in img_00000.png\)"):
         mu.load_image_folder(tmp_path / "mixed")
+    with pytest.raises(DataError, match="is a file"):
+        mu.load_image_folder(tmp_path / "mixed" / "big.png")
 
 
 @pytest.fixture
@@ -103,7 +106,7 @@ def test_membership_sets_errors(folders, tiny_model, digits):
     with pytest.raises(DataError, match="n_eval=25"):
         mu.load_membership_sets(folders / "members", folders / "nonmembers", model=tiny_model, n_eval=25)
     mu.data.save_image_folder(digits[29:30], folders / "nonmembers", prefix="dup")
-    with pytest.raises(DataError, match="both 'members' and 'nonmembers'"):
+    with pytest.raises(DataError, match=r"members/img_00029.png\) and in 'nonmembers' \(.*nonmembers/dup_00000.png"):
         mu.load_membership_sets(folders / "members", folders / "nonmembers", model=tiny_model)
     mu.data.save_image_folder(torch.zeros(3, 1, 16, 16), folders / "big")
     with pytest.raises(DataError, match=r"are \(16, 16\) but the model takes \(8, 8\)"):
@@ -113,3 +116,59 @@ def test_membership_sets_errors(folders, tiny_model, digits):
     mu.data.save_image_folder(torch.zeros(3, 3, 8, 8), folders / "rgb")
     with pytest.raises(DataError, match="3 channel"):
         mu.load_membership_sets(folders / "rgb", folders / "members", model=tiny_model)
+
+
+def test_membership_sets_refuse_bad_counts(folders, tiny_model):
+    for bad in (0, -3, 2.5):
+        with pytest.raises(DataError, match="n_eval=.*whole number >= 1"):
+            mu.load_membership_sets(folders / "members", folders / "nonmembers", model=tiny_model, n_eval=bad)
+    for bad in (0, 1, 1.5, -0.2):
+        with pytest.raises(DataError, match="strictly between 0 and 1"):
+            mu.load_membership_sets(folders / "members", folders / "nonmembers", calibration_fraction=bad)
+
+
+def test_a_member_re_saved_as_jpeg_among_the_nonmembers_is_refused(folders, tiny_model, digits):
+    arr = mu.data.to_uint8(digits[7:8])[0, 0]
+    Image.fromarray(arr).save(folders / "nonmembers" / "copy.jpg", quality=95)  # not byte- or pixel-identical
+    with pytest.raises(DataError, match=r"near-duplicate pair.*img_00007.png and .*copy.jpg"):
+        mu.load_membership_sets(folders / "members", folders / "nonmembers", model=tiny_model)
+
+
+def test_near_duplicates_sees_re_encodings_not_distinct_digits(digits):
+    import io
+
+    pairs = mu.data.near_duplicates(digits, digits)
+    assert all(i == j for i, j, _ in pairs)  # distinct digits are never near-duplicates
+    buf = io.BytesIO()
+    Image.fromarray(mu.data.to_uint8(digits[3:4])[0, 0]).save(buf, "JPEG", quality=95)
+    again = torch.from_numpy(np.asarray(Image.open(buf), dtype=np.float32) / 127.5 - 1)[None, None]
+    assert [p[:2] for p in mu.data.near_duplicates(digits[:10], again)] == [(3, 0)]
+
+
+def test_image_modes_load_as_their_content(tmp_path):
+    folder = tmp_path / "modes"
+    folder.mkdir()
+    ramp = np.linspace(0, 65535, 64, dtype=np.uint16).reshape(8, 8)
+    Image.fromarray(ramp).save(folder / "a16.png")  # 16-bit grey
+    x = mu.load_image_folder(folder)
+    assert x.shape == (1, 1, 8, 8) and len(torch.unique(x)) == 64  # not collapsed to {-1, 1}
+    np.testing.assert_allclose(x.flatten().numpy(), ramp.flatten() / 65535 * 2 - 1, atol=1e-5)
+    la = Image.fromarray(np.stack([np.full((8, 8), 100, np.uint8), np.full((8, 8), 255, np.uint8)], -1), mode="LA")
+    la.save(folder / "b.png")
+    pal = Image.fromarray(np.full((8, 8), 50, np.uint8)).convert("P")
+    pal.save(folder / "c.png")
+    x = mu.load_image_folder(folder)
+    assert x.shape == (3, 1, 8, 8)  # LA and a grey palette are grey, not "3 channels"
+    assert float(x[1].mean()) == pytest.approx(100 / 127.5 - 1) and float(x[2].mean()) == pytest.approx(50 / 127.5 - 1)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8) + np.array([255, 0, 0], np.uint8)).convert("P").save(folder / "d.png")
+    with pytest.raises(DataError, match="differ"):
+        mu.load_image_folder(folder)  # a colour palette is RGB
+    assert mu.load_image_folder(folder, channels=3).shape == (4, 3, 8, 8)
+
+
+def test_a_decompression_bomb_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "bomb").mkdir()
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "bomb" / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # as if the file were gigapixels
+    with pytest.raises(DataError, match="far larger than any diffusion model's input"):
+        mu.load_image_folder(tmp_path / "bomb")

@@ -16,11 +16,10 @@ def direct(model, images, ts, seed):
     out = {"loss": np.zeros((len(images), len(ts))), "grad_x": np.zeros((len(images), len(ts))),
            "grad_theta": np.zeros((len(images), len(ts)))}
     for j, t in enumerate(ts):
-        eps_all = noise_at(t, tuple(images.shape), seed)
         ab = float(model.alpha_bar[t])
         for i in range(len(images)):
             x0 = images[i:i + 1].clone().requires_grad_(True)
-            eps = eps_all[i:i + 1]
+            eps = noise_at(t, images[i:i + 1], seed)  # the image's own ε_t
             x_t = ab ** 0.5 * x0 + (1 - ab) ** 0.5 * eps
             unet.zero_grad()
             loss = (unet(x_t, torch.tensor([t])).sample - eps).pow(2).sum()

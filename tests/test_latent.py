@@ -82,6 +82,7 @@ def test_codec_and_ldm_round_trip_through_a_folder(trained_codec, digits, tmp_pa
     torch.manual_seed(0)
     unet = UNet2DModel(**mu.zoo.small_unet_config(sample_size=4, channels=2, block_out_channels=(8, 16)))
     model = mu.DiffusionModel(unet, device="cpu")
+    model.input_range = None  # a latent model: its inputs are latents
     model.save(tmp_path)
     ldm, ldm_codec = mu.latent.load_ldm(tmp_path, device="cpu")
     assert ldm.sample_shape == ldm_codec.latent_shape

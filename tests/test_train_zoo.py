@@ -43,7 +43,7 @@ def test_zoo_builds_caches_and_loads(tiny_recipe):
     assert sorted(mu.zoo.snapshots("test-tiny")) == [4, 8, 12]
     model = mu.load_model("zoo:test-tiny", device="cpu")
     assert model.sample_shape == (1, 8, 8)
-    log = mu.zoo.training_log("zoo:test-tiny")
+    log = mu.specs.training_log("zoo:test-tiny")
     assert [e["step"] for e in log] == [4, 8, 12]
     split = mu.zoo.split_of("test-tiny")
     assert len(split.images("members")) == 40
@@ -64,7 +64,7 @@ def test_recipe_key_changes_with_any_ingredient(tiny_recipe):
 
 
 def test_unknown_zoo_names_are_refused(tiny_recipe):
-    with pytest.raises(KeyError, match="No zoo victim"):
+    with pytest.raises(mu.zoo.ZooError, match="No zoo model 'nope'; the zoo has .*test-tiny"):
         mu.load_model("zoo:nope")
     with pytest.raises(mu.DataError, match="zoo:test-tiny/members"):
         mu.load_membership_sets("zoo:test-tiny/nonmembers", "zoo:test-tiny/nonmembers")
@@ -93,22 +93,49 @@ def test_fine_tuned_vae_and_latent_recipes_build_and_share_generated_sets(tiny_r
         base, ft = _weights(mu.zoo.path_of("test-tiny")), _weights(mu.zoo.path_of("test-ft"))
         assert all(torch.equal(base[k], ft[k]) for k in base)
         assert recipes[0].key() != Recipe(**{**recipes[0].__dict__, "init": None}).key()
-        model, codec = mu.latent.load_ldm("zoo:test-ldm", device="cpu")
+        model, codec = mu.specs.load_ldm("zoo:test-ldm", device="cpu")
         assert model.sample_shape == codec.latent_shape == (2, 4, 4)
         assert model.scheduler.config.clip_sample is False  # latents are not clipped to [-1, 1]
         assert mu.zoo.codec("test-vae").scale == codec.scale
-        first = mu.zoo.generated("zoo:test-tiny", 5, sampler="ddim", steps=3, progress=False)
+        first = mu.specs.generated("zoo:test-tiny", 5, sampler="ddim", steps=3, progress=False)
         files = list((mu.zoo.path_of("test-tiny") / "generated").iterdir())
-        assert len(files) == 1 and torch.equal(first, mu.zoo.generated("zoo:test-tiny", 5, sampler="ddim", steps=3))
-        assert mu.zoo.generated_images("zoo:test-vae", 3, shape=(1, 8, 8)).shape == (3, 1, 8, 8)
+        assert len(files) == 1 and torch.equal(first, mu.zoo.generated("test-tiny", 5, sampler="ddim", steps=3))
+        assert mu.specs.generator_images("zoo:test-vae", 3, shape=(1, 8, 8)).shape == (3, 1, 8, 8)
         mu.data.save_image_folder(first, tmp_path / "gen")
-        assert mu.zoo.generated_images(str(tmp_path / "gen"), 4, shape=(1, 8, 8)).shape == (4, 1, 8, 8)
+        assert mu.specs.generator_images(str(tmp_path / "gen"), 4, shape=(1, 8, 8)).shape == (4, 1, 8, 8)
         with pytest.raises(mu.DataError, match="channel"):
-            mu.zoo.generated_images(str(tmp_path / "gen"), 4, shape=(3, 16, 16))
+            mu.specs.generator_images(str(tmp_path / "gen"), 4, shape=(3, 16, 16))
         with pytest.raises(mu.DataError, match="shape"):
-            mu.zoo.generated_images("zoo:test-vae", 3, shape=(3, 8, 8))
+            mu.specs.generator_images("zoo:test-vae", 3, shape=(3, 8, 8))
         with pytest.raises(mu.DataError, match="6 are needed"):
-            mu.zoo.generated_images(str(tmp_path / "gen"), 6)
+            mu.specs.generator_images(str(tmp_path / "gen"), 6)
     finally:
         for r in recipes:
             mu.zoo.RECIPES.pop(r.name)
+
+
+def test_the_layers_import_only_downwards():
+    """data, models, latent, train, noise and the attacks know nothing of the zoo or the specs."""
+    import ast
+    from pathlib import Path
+
+    root = Path(mu.__file__).parent
+    low = ["data.py", "models.py", "latent.py", "train.py", "noise.py", "sampling.py", "kde.py", "metrics.py",
+           "features.py", "probes.py", "extraction.py", "quality.py", *[f"attacks/{p.name}" for p in (root / "attacks").glob("*.py")]]
+    for name in low:
+        tree = ast.parse((root / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [a.name for a in node.names]
+                assert not any(n in ("zoo", "specs", "harness", "nbrun", "cli") or n.startswith(("zoo.", "specs"))
+                               for n in names), f"{name} imports {names} (upwards)"
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert node.value != "zoo:" and not node.value.startswith("zoo:digits"), f"{name} parses a zoo: spec"
+
+
+def test_specs_resolve_zoo_names_and_folders(tiny_recipe, tmp_path):
+    assert mu.specs.is_zoo("zoo:test-tiny") and not mu.specs.is_zoo(str(tmp_path))
+    assert mu.specs.zoo_name("zoo:test-tiny/members") == "test-tiny"
+    assert mu.specs.folder("zoo:test-tiny") == mu.zoo.path_of("test-tiny")
+    assert mu.specs.folder(str(tmp_path)) == tmp_path and mu.specs.snapshots(str(tmp_path)) == {}
+    assert mu.specs.training_log(str(tmp_path)) is None

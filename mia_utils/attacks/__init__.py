@@ -1,22 +1,94 @@
-"""Membership-inference attacks, one module each, one contract.
+"""Membership-inference attacks, one module each, one contract, one registry.
 
 ``score(model, images, **hyper) -> np.ndarray``: one score per image, in the images' order,
 **higher = more likely a member** (statistics for which smaller means member are negated
 inside the attack). Every attack calls the model only through ``DiffusionModel.eps``, which
 counts queries; each docstring gives the paper's equation, the defaults and the cost in
-queries per image.
+queries per image. Every random draw is seeded by (seed, the image's content), so a score
+does not depend on the other images, their order, the batch size or the device.
+
+``ATTACKS`` registers each attack with what every table shows beside its numbers: its access
+level and its declared cost in queries per image (which ``harness.evaluate`` checks against
+the count). Access levels, as the literature uses them:
+
+* black box: generated images only, no ε̂;
+* gray box: ε̂(x_t, t) (or the sampler's initial noise) on chosen inputs, no weights or gradients;
+* white box: the weights (gradients through the model).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import loss, noise_probe, pia, secmi, sima
 
-ATTACKS = {"loss": loss.score, "sima": sima.score, "secmi": secmi.score, "pia": pia.score, "pian": pia.score_pian,
-           "noise_probe": noise_probe.score}
+ACCESS = ("black box", "gray box", "white box")
+
+
+@dataclass(frozen=True)
+class Attack:
+    """A registered attack: its score function, access level and declared cost."""
+
+    name: str
+    title: str  # how tables and figures name it
+    score: Callable[..., np.ndarray]
+    access: str
+    cost: Callable[[dict], int]  # queries per image for the given hyper-parameters (defaults filled in)
+    paper: str
+    needs: tuple[str, ...] = field(default_factory=tuple)  # other models it takes, e.g. ("base",)
+
+    def __post_init__(self):
+        if self.access not in ACCESS:
+            raise ValueError(f"access must be one of {ACCESS}, not {self.access!r}.")
+
+    @property
+    def defaults(self) -> dict:
+        """The score function's keyword defaults (its hyper-parameters)."""
+        sig = inspect.signature(self.score)
+        return {k: p.default for k, p in list(sig.parameters.items())[2:] if p.default is not inspect.Parameter.empty}
+
+    def check_hyper(self, hyper: dict) -> dict:
+        """``hyper`` with the defaults filled in; an error listing the valid names for an unknown one."""
+        unknown = sorted(set(hyper) - set(self.defaults))
+        if unknown:
+            raise ValueError(f"{self.name} has no parameter {', '.join(map(repr, unknown))}; its parameters are "
+                             f"{', '.join(sorted(self.defaults))}.")
+        return {**self.defaults, **hyper}
+
+    def queries_per_image(self, **hyper) -> int:
+        """The declared cost: model queries per image (every model it queries, the base included)."""
+        return int(self.cost(self.check_hyper(hyper)))
+
+    def __call__(self, model, images, **hyper) -> np.ndarray:
+        self.check_hyper(hyper)
+        return self.score(model, images, **hyper)
+
+
+def _probe_cost(h: dict) -> int:
+    inversion = h["inversion_steps"] if h["noise"] in ("semantic", "graybox") and h.get("x_init") is None else 0
+    return inversion + h["generation_steps"]
+
+
+ATTACKS: dict[str, Attack] = {a.name: a for a in [
+    Attack("loss", "loss", loss.score, "gray box", lambda h: h["n_noise"], "matsumoto2023mia"),
+    Attack("sima", "SimA", sima.score, "gray box", lambda h: 1, "rao2025sima"),
+    Attack("pia", "PIA", pia.score, "gray box", lambda h: 2, "kong2024pia"),
+    Attack("pian", "PIAN", pia.score_pian, "gray box", lambda h: 2, "kong2024pia"),
+    Attack("secmi", "SecMI_stat", secmi.score, "gray box", lambda h: h["t_sec"] // h["k"] + 1, "duan2023secmi"),
+    Attack("noise_probe", "noise as a probe", noise_probe.score, "gray box", _probe_cost, "noiseprobe2026",
+           needs=("base",)),
+]}
+
+
+def get(name: str) -> Attack:
+    """The registered attack ``name``; an error listing the registry otherwise."""
+    if name not in ATTACKS:
+        raise ValueError(f"No attack {name!r}; the attacks are {', '.join(ATTACKS)}.")
+    return ATTACKS[name]
 
 
 def sweep(attack: Callable[..., np.ndarray], model, images, ts: Iterable[int], **hyper) -> dict[int, np.ndarray]:
@@ -24,12 +96,4 @@ def sweep(attack: Callable[..., np.ndarray], model, images, ts: Iterable[int], *
     return {int(t): attack(model, images, t=int(t), **hyper) for t in ts}
 
 
-def sweep_sets(attack: Callable[..., np.ndarray], model, sets, ts: Iterable[int], **hyper) -> dict[str, dict]:
-    """``sweep`` over the four parts of a ``MembershipSets``: {part: {t: scores}}.
-
-    The result unpacks straight into ``mia_utils.metrics.honest_and_oracle(**result)``.
-    """
-    return {part: sweep(attack, model, images, ts, **hyper) for part, images in sets.parts().items()}
-
-
-__all__ = ["ATTACKS", "loss", "noise_probe", "pia", "secmi", "sima", "sweep", "sweep_sets"]
+__all__ = ["ACCESS", "ATTACKS", "Attack", "get", "loss", "noise_probe", "pia", "secmi", "sima", "sweep"]

@@ -12,22 +12,27 @@ import numpy as np
 import torch
 
 from ..models import DiffusionModel
+from ..noise import draw, generators
+from . import _checks
 
 
 def score(model: DiffusionModel, images: torch.Tensor, t: int = 50, n_noise: int = 1,
           seed: int = 0, batch_size: int | None = None) -> np.ndarray:
     """−L_t(x) for each image [N, C, H, W] in [-1, 1]; K = ``n_noise`` seeded noises.
 
-    The noises are drawn on the CPU from ``torch.Generator().manual_seed(seed)``, the k-th
-    noise of all images first, so a result does not depend on device or batch size.
-    Cost: ``n_noise`` queries per image.
+    Image i's k-th noise is the k-th draw of its own generator, seeded by (``seed``, the image's
+    content: ``mia_utils.noise``), so a score depends on neither device, batch size, nor the
+    other images or their order. Cost: ``n_noise`` queries per image.
     """
-    gen = torch.Generator().manual_seed(seed)
-    x0 = images.float()
+    x0 = model.clean_images(images)
+    t = model.check_t(t)
+    n_noise = _checks.positive_int("n_noise", n_noise)
+    batch_size = _checks.batch_size(batch_size)
+    gens = generators(x0, seed, salt="loss")
     total = torch.zeros(len(x0), dtype=torch.float64)
     for _ in range(n_noise):
         # 1. a seeded ε ~ N(0, I) per image
-        eps = torch.randn(x0.shape, generator=gen)
+        eps = draw(gens, tuple(x0.shape[1:]))
         # 2. x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε
         x_t = model.q_sample(x0, t, eps)
         # 3. ‖ε − ε̂(x_t, t)‖² per image: one query

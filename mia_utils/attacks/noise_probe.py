@@ -19,6 +19,8 @@ queried at s_{i+1}; both by ``sampling.ddim_step`` (the output is x at s_0 = 0, 
 * ``"closed_form"``: √ᾱ_{t_s} x_0 + √(1 − ᾱ_{t_s}) ε, ε seeded (no inversion query);
 * ``"random"``: ε alone, seeded (no information about x_0).
 
+ε is drawn per image from a generator seeded by (seed, the image's content): ``mia_utils.noise``.
+
 Cost per image: ``inversion_steps`` base queries (semantic) or target queries (graybox),
 plus ``generation_steps`` target queries. Both models count their own queries.
 The paper's threshold needs no shadow model: the 15th percentile of known non-members' A,
@@ -33,7 +35,9 @@ import numpy as np
 import torch
 
 from ..models import DiffusionModel
+from ..noise import image_noise
 from ..sampling import ddim_step
+from . import _checks
 
 NOISES = ("semantic", "graybox", "closed_form", "random")
 FPR = 0.15  # the paper's threshold: the 15th percentile of known non-members' distances
@@ -66,14 +70,18 @@ def initial_noise(target: DiffusionModel, images: torch.Tensor, noise: str = "se
                   base: DiffusionModel | None = None, t_start: int | None = None,
                   inversion_steps: int = 100, seed: int = 0) -> torch.Tensor:
     """The starting point x_{t_start} of each image under one of ``NOISES``."""
-    t_start = target.num_train_timesteps - 1 if t_start is None else int(t_start)
+    t_start = target.num_train_timesteps - 1 if t_start is None else target.check_t(t_start, "t_start")
+    images = target.clean_images(images)
+    inversion_steps = _checks.positive_int("inversion_steps", inversion_steps)
     if noise == "semantic":
         if base is None:
             raise ValueError("noise='semantic' inverts with the pre-trained base model: pass base=.")
         return ddim_invert(base, images, t_start, inversion_steps)
     if noise == "graybox":
         return ddim_invert(target, images, t_start, inversion_steps)
-    eps = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
+    if noise not in NOISES:
+        raise ValueError(f"noise must be one of {NOISES}, not {noise!r}.")
+    eps = image_noise(images, seed, salt="noise_probe")  # seeded by (seed, image content)
     if noise == "closed_form":
         return target.q_sample(images.float(), t_start, eps)
     if noise == "random":
@@ -101,7 +109,8 @@ def reconstruct(target: DiffusionModel, images: torch.Tensor, base: DiffusionMod
                 generation_steps: int = 50, seed: int = 0, x_init: torch.Tensor | None = None) -> torch.Tensor:
     """x̂_0: the target's DDIM generation from the image's initial noise (``x_init`` when given:
     the base's inversion does not depend on the target, so several targets can share it)."""
-    t_start = target.num_train_timesteps - 1 if t_start is None else int(t_start)
+    t_start = target.num_train_timesteps - 1 if t_start is None else target.check_t(t_start, "t_start")
+    generation_steps = _checks.positive_int("generation_steps", generation_steps)
     if x_init is None:
         x_init = initial_noise(target, images, noise, base, t_start, inversion_steps, seed)
     return ddim_generate(target, x_init, t_start, generation_steps)
@@ -118,5 +127,6 @@ def score(target: DiffusionModel, images: torch.Tensor, base: DiffusionModel | N
     queries for graybox; none for closed_form / random) + ``generation_steps`` target queries;
     with a precomputed ``x_init`` (from ``initial_noise``) only the generation is paid again.
     """
+    images = target.clean_images(images)
     x_hat = reconstruct(target, images, base, noise, t_start, inversion_steps, generation_steps, seed, x_init)
-    return -distance(images, x_hat, metric)
+    return -distance(images.cpu(), x_hat.cpu(), metric)

@@ -17,12 +17,16 @@ import numpy as np
 import torch
 
 from ..models import DiffusionModel
+from . import _checks
 
 
 def score(model: DiffusionModel, images: torch.Tensor, t: int = 200, p: float = 4,
           normalize: bool = False, batch_size: int | None = None) -> np.ndarray:
     """−‖ε_0 − ε̂(x_t, t)‖_p^p for each image (PIA; ``normalize=True`` for PIAN). 2 queries per image."""
-    x0 = images.float()
+    x0 = model.clean_images(images)
+    t = model.check_t(t)
+    p = _checks.positive("p", p)
+    batch_size = _checks.batch_size(batch_size)
     # 1. ε_0 = ε̂(x_0, 0)
     eps0 = model.eps(x0, 0, batch_size=batch_size)
     if normalize:
@@ -32,7 +36,7 @@ def score(model: DiffusionModel, images: torch.Tensor, t: int = 200, p: float = 
     x_t = model.q_sample(x0, t, eps0)
     # 3. ‖ε_0 − ε̂(x_t, t)‖_p^p
     diff = (eps0 - model.eps(x_t, t, batch_size=batch_size)).double().flatten(1)
-    return -diff.abs().pow(p).sum(1).numpy()
+    return -diff.abs().pow(p).sum(1).cpu().numpy()
 
 
 def score_pian(model: DiffusionModel, images: torch.Tensor, t: int = 200, p: float = 4,

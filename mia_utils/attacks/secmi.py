@@ -28,13 +28,16 @@ from torch import nn
 from ..metrics import auc
 from ..models import DiffusionModel
 from ..sampling import ddim_step
+from . import _checks
 
 
 def round_trip(model: DiffusionModel, images: torch.Tensor, t_sec: int = 100, k: int = 10) -> torch.Tensor:
     """x_{t_sec−k} − x̂_{t_sec−k} for each image: the SecMI error map. t_sec/k + 1 queries per image."""
-    if t_sec % k or not 0 < k <= t_sec < model.num_train_timesteps:
+    k = _checks.positive_int("k", k)
+    t_sec = model.check_t(t_sec, "t_sec")
+    if t_sec % k or not k <= t_sec:
         raise ValueError(f"need 0 < k <= t_sec < T with k dividing t_sec; got t_sec={t_sec}, k={k}.")
-    x, t = images.float(), 0
+    x, t = model.clean_images(images), 0
     # 1. deterministic inversion 0 → k → 2k → … → t_sec − k  (queries at 0, k, …, t_sec − 2k)
     for t_next in range(k, t_sec - k + 1, k):
         x, _ = ddim_step(model, x, t, t_next)
@@ -48,7 +51,7 @@ def round_trip(model: DiffusionModel, images: torch.Tensor, t_sec: int = 100, k:
 
 def score(model: DiffusionModel, images: torch.Tensor, t_sec: int = 100, k: int = 10) -> np.ndarray:
     """SecMI_stat: −‖x_{t_sec−k} − x̂_{t_sec−k}‖² (higher = member). t_sec/k + 1 queries per image."""
-    return -round_trip(model, images, t_sec, k).double().flatten(1).pow(2).sum(1).numpy()
+    return -round_trip(model, images, t_sec, k).double().flatten(1).pow(2).sum(1).cpu().numpy()
 
 
 # ---------------------------------------------------------------------- SecMI_NN

@@ -19,20 +19,26 @@ import numpy as np
 import torch
 
 from ..models import DiffusionModel
+from ..noise import image_noise
+from . import _checks
 
 
 def score(model: DiffusionModel, images: torch.Tensor, t: int = 50, p: float = 4, noisy: bool = False,
           seed: int = 0, batch_size: int | None = None) -> np.ndarray:
     """−‖ε̂(x, t)‖_p for each image [N, C, H, W] in [-1, 1] (higher = member).
 
-    ``noisy=True`` queries at √ᾱ_t x + √(1 − ᾱ_t) ε with ε drawn on the CPU from
-    ``torch.Generator().manual_seed(seed)``. Cost: 1 query per image.
+    ``noisy=True`` queries at √ᾱ_t x + √(1 − ᾱ_t) ε with each image's ε drawn from its own
+    generator, seeded by (``seed``, the image's content: ``mia_utils.noise``). Images may lie on
+    any device; the scores come back as a CPU float64 array. Cost: 1 query per image.
     """
-    x = images.float()
+    x = model.clean_images(images)
+    t = model.check_t(t)
+    p = _checks.positive("p", p)
+    batch_size = _checks.batch_size(batch_size)
     if noisy:
-        # x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε, ε seeded
-        x = model.q_sample(x, t, torch.randn(x.shape, generator=torch.Generator().manual_seed(seed)))
+        # x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε, ε seeded by (seed, image content)
+        x = model.q_sample(x, t, image_noise(x, seed, salt="sima/noisy"))
     # ε̂(x, t): one query per image
     eps_hat = model.eps(x, t, batch_size=batch_size).double().flatten(1)
     # ‖ε̂‖_p = (Σ |ε̂|^p)^{1/p}; negated so that members score higher
-    return -eps_hat.abs().pow(p).sum(1).pow(1.0 / p).numpy()
+    return -eps_hat.abs().pow(p).sum(1).pow(1.0 / p).cpu().numpy()

@@ -1,0 +1,160 @@
+"""The chapters' harness: run an attack honestly, measure what it costs, tabulate the result.
+
+``evaluate(attack, model, sets, grid)`` is the protocol every chapter follows:
+
+1. for each setting of the grid (a time step, a (t_sec, k) pair, …): zero the query counters,
+   score the four parts of the ``MembershipSets`` (calibration and evaluation members and
+   non-members), and keep the wall time and the counted queries per image;
+2. choose the setting with the best *calibration* AUC and report it on the *evaluation*
+   split, with bootstrap CIs (``metrics.honest_and_oracle``); the setting with the best
+   evaluation AUC is kept as the labelled oracle;
+3. attach to both rows the measured cost of the setting actually chosen, the attack's access
+   level, and the FPR/TPR that the calibration threshold at 1 % FPR realises on evaluation.
+
+The counted queries must equal the registry's declared cost; a mismatch is an error (the cost
+column of every table is measured, and the declaration is checked against it).
+
+``table(results)`` is the one results table of the book: chapters and the summary page build
+their tables with it, so column names and formats cannot drift.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from . import attacks as _attacks
+from .data import MembershipSets
+from .metrics import format_ci, honest_and_oracle
+from .models import DiffusionModel
+
+
+def settings(grid) -> dict:
+    """A grid as {label: hyper-parameters}: a mapping as it is, or time steps as {t: {"t": t}}."""
+    if isinstance(grid, Mapping):
+        return dict(grid)
+    return {int(t): {"t": int(t)} for t in grid}
+
+
+def _models(model: DiffusionModel, hyper: dict) -> list[DiffusionModel]:
+    """Every model an attack call queries: the target and any model among its hyper-parameters."""
+    return [model, *[v for v in hyper.values() if isinstance(v, DiffusionModel) and v is not model]]
+
+
+def score_parts(attack, model: DiffusionModel, sets: MembershipSets, hyper: dict) -> tuple[dict, dict]:
+    """One setting on the four parts: ({part: scores}, cost) with measured queries per image
+    (every queried model counted), seconds and images per second."""
+    attack = _attacks.get(attack) if isinstance(attack, str) else attack
+    models = _models(model, hyper)
+    for m in models:
+        m.reset_queries()
+    n_images = sum(len(x) for x in sets.parts().values())
+    t0 = time.perf_counter()
+    scores = {part: attack(model, images, **hyper) for part, images in sets.parts().items()}
+    seconds = time.perf_counter() - t0
+    queries = sum(m.reset_queries() for m in models) / n_images
+    declared = attack.queries_per_image(**hyper)
+    if queries != declared:
+        raise RuntimeError(f"{attack.name} with {hyper} declares {declared} queries per image but made {queries:g}: "
+                           "fix its registry entry (attacks.ATTACKS) or the attack.")
+    return scores, {"queries_per_image": queries, "seconds": seconds, "images_per_second": n_images / seconds}
+
+
+def evaluate(attack, model: DiffusionModel, sets: MembershipSets, grid: Iterable | Mapping | None = None,
+             n_boot: int = 1000, boot_seed: int = 0, **hyper) -> dict:
+    """The honest protocol for one attack over a grid of settings (module docstring).
+
+    ``attack``: a registry name or ``attacks.Attack``; ``grid``: {label: hyper} or time steps
+    (None: the attack's defaults, one setting); ``hyper``: fixed hyper-parameters of every
+    setting (the attack's own ``seed`` among them); ``boot_seed`` seeds the bootstrap. Returns {"attack", "title", "access", "honest": row, "oracle": row,
+    "scores": {part: {label: scores}}, "cost": {label: cost}}; rows as ``metrics.evaluate``
+    writes them plus ``setting``, ``access``, ``queries_per_image``, ``seconds`` and
+    ``images_per_second`` (of the chosen setting), and ``calibrated_at_1pct_fpr``.
+    """
+    attack = _attacks.get(attack) if isinstance(attack, str) else attack
+    grid = {"default": {}} if grid is None else settings(grid)
+    if not grid:
+        raise ValueError("The grid is empty: give at least one setting.")
+    scores: dict[str, dict] = {part: {} for part in sets.parts()}
+    cost = {}
+    for label, setting in grid.items():
+        by_part, cost[label] = score_parts(attack, model, sets, {**hyper, **setting})
+        for part, s in by_part.items():
+            scores[part][label] = s
+    result = honest_and_oracle(**scores, n_boot=n_boot, seed=boot_seed)
+    for row in (result["honest"], result["oracle"]):
+        row.update(cost[row["setting"]], access=attack.access)
+    return {"attack": attack.name, "title": attack.title, "access": attack.access, **result,
+            "scores": scores, "cost": cost}
+
+
+def chosen_scores(result: dict, part: str) -> np.ndarray:
+    """The scores of one part at the setting the calibration split chose."""
+    return result["scores"][part][result["honest"]["setting"]]
+
+
+# ---------------------------------------------------------------------- the one table
+COLUMNS = {
+    "auc": "AUC [95 % CI]",
+    "tpr": "TPR@1%FPR (%)",
+    "tpr01": "TPR@0.1%FPR (%)",
+    "transfer": "calibrated 1%-FPR threshold: FPR / TPR (%)",
+    "access": "access",
+    "queries": "queries/image",
+    "seconds": "s",
+}
+
+
+def _row_cells(row: dict) -> dict:
+    cal = row.get("calibrated_at_1pct_fpr")
+    return {
+        COLUMNS["auc"]: format_ci(row, "auc"),
+        COLUMNS["tpr"]: format_ci(row, "tpr_at_1pct_fpr", pct=True),
+        COLUMNS["tpr01"]: format_ci(row, "tpr_at_0_1pct_fpr", pct=True),
+        COLUMNS["transfer"]: f"{100 * cal['fpr']:.1f} / {100 * cal['tpr']:.1f}" if cal else "",
+        COLUMNS["access"]: row.get("access", ""),
+        COLUMNS["queries"]: f"{row['queries_per_image']:g}" if "queries_per_image" in row else "",
+        COLUMNS["seconds"]: f"{row['seconds']:.1f}" if "seconds" in row else "",
+    }
+
+
+def table(results: Mapping[str, dict], setting: bool = True, oracle: bool = False, group: str | None = None,
+          extra: Mapping[str, str] | None = None):
+    """The book's results table: numbers first, then access level, cost and setting.
+
+    ``results`` maps a row name to an ``evaluate`` result ({"honest": row, ...}) or to a row
+    itself (``metrics.evaluate``'s format, as metrics.json stores it). ``setting`` adds the
+    calibration-chosen setting; ``oracle`` the oracle setting and AUC; ``group`` names an extra
+    first column whose value is each row's ``group`` entry (the summary groups by chapter);
+    ``extra`` maps further column names to row keys (``{"encoder passes": "encoder_passes"}``).
+    """
+    import pandas as pd
+
+    records = []
+    for name, res in results.items():
+        row = res.get("honest", res)
+        rec = {group: row.get("group", "")} if group else {}
+        rec["attack"] = name
+        rec.update(_row_cells(row))
+        if setting:
+            rec["setting (calibration)"] = str(row.get("setting", ""))
+        if oracle and "oracle" in res:
+            rec["oracle setting"] = str(res["oracle"].get("setting", ""))
+            rec["oracle AUC"] = f"{res['oracle']['auc']:.3f}"
+        for column, key in (extra or {}).items():
+            value = row.get(key, "")
+            rec[column] = f"{value:.3g}" if isinstance(value, float) else str(value)
+        records.append(rec)
+    return pd.DataFrame.from_records(records)
+
+
+def show(results: Mapping[str, dict], **kwargs):
+    """``table`` styled for a notebook (no index), ready to ``display``."""
+    return table(results, **kwargs).style.hide(axis="index")
+
+
+def metrics_rows(results: Mapping[str, dict]) -> dict[str, dict]:
+    """{name: honest row} for ``nbrun.save_metrics``: the rows every chapter's metrics.json holds."""
+    return {name: res.get("honest", res) for name, res in results.items()}

@@ -1,0 +1,47 @@
+"""Seeded noise that belongs to an image, not to its position in a batch.
+
+Every random draw an attack or a feature makes for an image comes from a generator seeded by
+(the run's ``seed``, a ``salt`` naming the draw, the image's content hash). An image's score is
+then the same whatever other images are scored with it, in whatever order, batch size, device
+or number of processes: the property the contract tests and the sharded scorer rely on.
+
+The content hash is SHA-256 of the image's float32 values and shape (exact content: latents
+and images outside [-1, 1] hash as they are). Noises are drawn on the CPU in float32 and moved
+afterwards, so they do not depend on the device either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+
+
+def content_hash(image: torch.Tensor) -> str:
+    """SHA-256 of one image's float32 values and shape (hex)."""
+    arr = np.ascontiguousarray(image.detach().cpu().float().numpy())
+    h = hashlib.sha256(str(arr.shape).encode())
+    h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def generators(images: torch.Tensor, seed: int = 0, salt: str = "") -> list[torch.Generator]:
+    """One CPU generator per image, seeded from (seed, salt, the image's content hash)."""
+    out = []
+    for img in images:
+        digest = hashlib.sha256(f"{int(seed)}|{salt}|{content_hash(img)}".encode()).digest()
+        out.append(torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)))
+    return out
+
+
+def draw(gens: list[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:
+    """The next standard normal draw of each generator, stacked: [len(gens), *shape], float32, CPU."""
+    if not gens:
+        return torch.zeros((0, *shape))
+    return torch.stack([torch.randn(shape, generator=g) for g in gens])
+
+
+def image_noise(images: torch.Tensor, seed: int = 0, salt: str = "") -> torch.Tensor:
+    """One ε ~ N(0, I) per image, shaped like ``images``, from its own content-seeded generator."""
+    return draw(generators(images, seed, salt), tuple(images.shape[1:]))

@@ -1,0 +1,125 @@
+"""Specs: what a chapter or the command line names, resolved to folders and tensors.
+
+A model spec is ``zoo:NAME`` (a model of the zoo, trained on first use) or a local folder; an
+image spec is ``zoo:NAME/members`` or ``zoo:NAME/nonmembers`` (the split a zoo model was trained
+with) or a folder of images. This is the one module that reads the ``zoo:`` prefix: the
+loaders below it (``models``, ``latent``, ``data``) take folders and tensors only, and the zoo
+above them never sees a spec.
+
+    model = specs.load_model("zoo:digits-ddpm")          # or a folder
+    sets = specs.load_membership_sets("zoo:digits-ddpm/members", "/data/nonmembers", model=model)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from . import data, latent, models, sampling, zoo
+from .data import DataError, MembershipSets
+from .models import DiffusionModel
+
+PREFIX = "zoo:"
+
+
+def is_zoo(spec) -> bool:
+    """True for a ``zoo:`` spec."""
+    return isinstance(spec, str) and spec.startswith(PREFIX)
+
+
+def zoo_name(spec: str) -> str:
+    """The zoo model a ``zoo:NAME`` or ``zoo:NAME/part`` spec names (checked against the zoo)."""
+    if not is_zoo(spec):
+        raise ValueError(f"{spec!r} is not a zoo: spec.")
+    name = spec[len(PREFIX):].partition("/")[0]
+    zoo.get_recipe(name)  # a clear error, listing the zoo's names, for a name it does not have
+    return name
+
+
+def folder(spec) -> Path:
+    """The folder of a model spec: a zoo model's cache folder (trained first if needed) or the folder."""
+    return zoo.path_of(zoo_name(spec)) if is_zoo(spec) else Path(spec)
+
+
+def display(spec) -> str:
+    """How a report names a spec: the zoo spec itself, or the folder's absolute path."""
+    return spec if is_zoo(spec) else str(Path(spec).resolve())
+
+
+def load_model(spec, device: str | torch.device = "auto", batch_size: int = 256) -> DiffusionModel:
+    """``models.load_model`` on the spec's folder."""
+    return models.load_model(folder(spec), device=device, batch_size=batch_size)
+
+
+def load_ldm(spec, device: str | torch.device = "auto", batch_size: int = 256):
+    """``latent.load_ldm`` on the spec's folder: (latent DiffusionModel, LatentCodec)."""
+    return latent.load_ldm(folder(spec), device=device, batch_size=batch_size)
+
+
+def _images(spec, label: str):
+    """A folder spec as it is, or a zoo split part as its (calibration, evaluation) tensors."""
+    if not is_zoo(spec):
+        return spec
+    name = zoo_name(spec)
+    part = spec[len(PREFIX):].partition("/")[2]
+    if part != label:
+        raise DataError(f"{label}={spec!r}: write zoo:{name}/{label}.")
+    split = zoo.split_of(name)
+    dataset = data.load_dataset(split.dataset)
+    return split.images(f"{label}_cal", dataset), split.images(f"{label}_eval", dataset)
+
+
+def load_membership_sets(members, nonmembers, model: DiffusionModel | None = None, **kwargs) -> MembershipSets:
+    """``data.load_membership_sets`` with zoo split specs resolved (a zoo split keeps its own
+    calibration and evaluation parts; folders are cut by ``calibration_fraction``)."""
+    sets = data.load_membership_sets(_images(members, "members"), _images(nonmembers, "nonmembers"),
+                                     model=model, **kwargs)
+    sets.source = {"members": str(members), "nonmembers": str(nonmembers)}
+    return sets
+
+
+def training_log(spec) -> list[dict] | None:
+    """The training log (step, loss, seconds) of a model spec; None when its folder has none."""
+    import json
+
+    f = folder(spec) / "train_log.json"
+    return json.loads(f.read_text())["log"] if f.is_file() else None
+
+
+def snapshots(spec) -> dict[int, Path]:
+    """Training step -> folder of each snapshot of a zoo model; {} for a folder (no snapshots known)."""
+    return zoo.snapshots(zoo_name(spec)) if is_zoo(spec) else {}
+
+
+def generated(spec, n: int, sampler: str = "ddim", steps: int | None = None, seed: int = 0,
+              device: str = "auto", progress: bool = True, model: DiffusionModel | None = None) -> torch.Tensor:
+    """n images the model ``spec`` generates: cached in the zoo for a zoo model, sampled now
+    (by ``model`` when given, else the spec's model) for a folder."""
+    if is_zoo(spec):
+        return zoo.generated(zoo_name(spec), n, sampler=sampler, steps=steps, seed=seed, device=device,
+                             progress=progress)
+    model = model if model is not None else load_model(spec, device=device)
+    gen = torch.Generator().manual_seed(seed)
+    if sampler == "ddpm":
+        return sampling.ddpm_sample(model, n, generator=gen, num_inference_steps=steps, progress=progress)
+    if sampler == "ddim":
+        return sampling.ddim_sample(model, n, num_inference_steps=steps or 50, generator=gen, progress=progress)
+    raise ValueError(f"sampler must be 'ddpm' or 'ddim', not {sampler!r}.")
+
+
+def generator_images(spec, n: int, shape: tuple[int, int, int] | None = None, seed: int = 0,
+                     progress: bool = True) -> torch.Tensor:
+    """Images from another generator, for attribution: ``zoo:NAME`` (a diffusion model sampled by
+    DDIM, 50 steps, or a β-VAE from its prior; cached) or a folder of images it made.
+    The first ``n`` are returned; with ``shape`` they must match a model's [C, H, W]."""
+    if is_zoo(spec):
+        images = zoo.generated(zoo_name(spec), n, sampler="ddim", seed=seed, progress=progress)
+    else:
+        images = data.folder_images(spec, shape, resize=False)
+    if shape is not None and tuple(images.shape[1:]) != tuple(shape):
+        raise DataError(f"Generator {spec!r} makes images of shape {tuple(images.shape[1:])}, the model takes "
+                        f"{tuple(shape)}: give a generator (or a folder of its images) of that shape.")
+    if len(images) < n:
+        raise DataError(f"Generator {spec!r} gave {len(images)} images; {n} are needed.")
+    return images[:n]

@@ -1,0 +1,145 @@
+"""Every registered attack held to one contract, and the chapters' harness on its own.
+
+The contract: one finite float64 score per image; reordering the images reorders the scores;
+the batch size does not change them (both up to float32 kernel round-off, which a batch's
+size and make-up can change: rtol 1e-3, seen up to 1.6e-4 for PIA's 4th powers); a rerun is
+bit-identical; the counted queries (every
+model queried, the noise probe's base included) equal the registry's declared cost. The
+per-attack files keep their tests against independent computations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import mia_utils as mu
+from mia_utils.attacks import ATTACKS
+
+from .conftest import tiny_unet
+
+# cheap settings for each attack (its defaults with fewer steps where it has steps)
+HYPER = {
+    "loss": {"t": 30, "n_noise": 3, "seed": 4},
+    "sima": {"t": 5, "p": 4, "noisy": True, "seed": 2},
+    "pia": {"t": 20},
+    "pian": {"t": 20},
+    "secmi": {"t_sec": 20, "k": 5},
+    "noise_probe": {"noise": "semantic", "inversion_steps": 4, "generation_steps": 3},
+}
+
+
+RTOL = 1e-3  # float32 kernels round differently with a batch's size and make-up
+
+
+@pytest.fixture
+def base_model():
+    return mu.DiffusionModel(tiny_unet(seed=3), mu.models.default_scheduler(), device="cpu", batch_size=16)
+
+
+def _call(name, model, images, base, **extra):
+    hyper = {**HYPER[name], **extra}
+    if "base" in ATTACKS[name].needs:
+        hyper["base"] = base
+    return ATTACKS[name](model, images, **hyper)
+
+
+def test_every_attack_is_held_to_the_contract():
+    assert set(HYPER) == set(ATTACKS), "a registered attack has no contract settings here"
+
+
+@pytest.mark.parametrize("name", sorted(HYPER))
+def test_contract(name, tiny_model, base_model, digits):
+    x = digits[:7]
+    s = _call(name, tiny_model, x, base_model)
+    assert isinstance(s, np.ndarray) and s.dtype == np.float64 and s.shape == (7,)
+    assert np.isfinite(s).all()
+    # a rerun is bit-identical
+    np.testing.assert_array_equal(s, _call(name, tiny_model, x, base_model))
+    # reordering the images reorders the scores (every random draw belongs to the image)
+    perm = torch.tensor([3, 0, 6, 1, 5, 2, 4])
+    np.testing.assert_allclose(_call(name, tiny_model, x[perm], base_model), s[perm.numpy()], rtol=RTOL)
+    # a score does not depend on the other images scored with it
+    np.testing.assert_allclose(_call(name, tiny_model, x[2:4], base_model), s[2:4], rtol=RTOL)
+
+
+@pytest.mark.parametrize("name", sorted(HYPER))
+def test_contract_batch_size_and_cost(name, tiny_model, base_model, digits):
+    x = digits[:7]
+    models = [tiny_model, base_model]
+    for m in models:
+        m.reset_queries()
+    a = _call(name, tiny_model, x, base_model)
+    counted = sum(m.reset_queries() for m in models)
+    assert counted == 7 * ATTACKS[name].queries_per_image(**HYPER[name])
+    for m in models:
+        m.batch_size = 3
+    np.testing.assert_allclose(_call(name, tiny_model, x, base_model), a, rtol=RTOL)
+
+
+def test_registry_names_access_and_rejects_unknown_parameters(tiny_model, digits):
+    assert {a.access for a in ATTACKS.values()} <= set(mu.attacks.ACCESS)
+    with pytest.raises(ValueError, match="no parameter 'q'.*its parameters are"):
+        ATTACKS["sima"](tiny_model, digits[:2], q=3)
+    with pytest.raises(ValueError, match="No attack 'simma'; the attacks are loss, sima"):
+        mu.attacks.get("simma")
+    assert ATTACKS["secmi"].queries_per_image(t_sec=100, k=10) == 11
+    assert ATTACKS["noise_probe"].queries_per_image(noise="random", generation_steps=7) == 7
+
+
+# ---------------------------------------------------------------------- the harness
+def _sets(digits):
+    return mu.data.MembershipSets(digits[:6], digits[6:14], digits[14:20], digits[20:28])
+
+
+def test_evaluate_chooses_on_calibration_and_measures_cost(tiny_model, digits):
+    sets = _sets(digits)
+    res = mu.harness.evaluate("loss", tiny_model, sets, [10, 40], n_boot=50, boot_seed=0, n_noise=2, seed=1)
+    # the same numbers computed by hand: scores per part and t, choice by calibration AUC
+    by_hand = {part: {t: mu.attacks.loss.score(tiny_model, x, t=t, n_noise=2, seed=1) for t in (10, 40)}
+               for part, x in sets.parts().items()}
+    for part in by_hand:
+        for t in (10, 40):
+            np.testing.assert_array_equal(res["scores"][part][t], by_hand[part][t])
+    cal_auc = {t: mu.metrics.auc(by_hand["members_cal"][t], by_hand["nonmembers_cal"][t]) for t in (10, 40)}
+    chosen = max(cal_auc, key=cal_auc.get)
+    assert res["honest"]["setting"] == chosen
+    assert res["honest"]["auc"] == pytest.approx(mu.metrics.auc(by_hand["members_eval"][chosen],
+                                                                by_hand["nonmembers_eval"][chosen]))
+    assert res["honest"]["queries_per_image"] == 2 and res["honest"]["seconds"] > 0
+    assert res["honest"]["access"] == "gray box" and "calibrated_at_1pct_fpr" in res["honest"]
+    np.testing.assert_array_equal(mu.harness.chosen_scores(res, "members_eval"), by_hand["members_eval"][chosen])
+
+
+def test_evaluate_refuses_a_wrong_declared_cost(tiny_model, digits):
+    lying = mu.attacks.Attack("lying", "lying", mu.attacks.sima.score, "gray box", lambda h: 2, "rao2025sima")
+    with pytest.raises(RuntimeError, match="declares 2 queries per image but made 1"):
+        mu.harness.evaluate(lying, tiny_model, _sets(digits), n_boot=0)
+
+
+def test_evaluate_counts_the_base_model(tiny_model, base_model, digits):
+    res = mu.harness.evaluate("noise_probe", tiny_model, _sets(digits), n_boot=0, base=base_model,
+                              inversion_steps=3, generation_steps=2)
+    assert res["honest"]["queries_per_image"] == 5
+
+
+def test_table_puts_numbers_first_and_names_access(tiny_model, digits):
+    res = mu.harness.evaluate("sima", tiny_model, _sets(digits), [1, 2], n_boot=20)
+    table = mu.harness.table({"SimA": res}, oracle=True, extra={"images/s": "images_per_second"})
+    cols = list(table.columns)
+    assert cols[:3] == ["attack", "AUC [95 % CI]", "TPR@1%FPR (%)"]
+    assert table.loc[0, "access"] == "gray box" and table.loc[0, "queries/image"] == "1"
+    assert table.loc[0, "AUC [95 % CI]"] == mu.metrics.format_ci(res["honest"], "auc")
+    assert "oracle AUC" in cols and "images/s" in cols
+    # rows as metrics.json stores them make the same table
+    same = mu.harness.table(mu.harness.metrics_rows({"SimA": res}))
+    assert same.loc[0, "AUC [95 % CI]"] == table.loc[0, "AUC [95 % CI]"]
+
+
+@pytest.mark.parametrize("noise", ["random", "closed_form"])
+def test_noise_probe_seeded_noises_belong_to_the_image(noise, tiny_model, digits):
+    x, perm = digits[:5], torch.tensor([4, 2, 0, 3, 1])
+    s = mu.attacks.noise_probe.score(tiny_model, x, noise=noise, generation_steps=2, seed=3)
+    np.testing.assert_allclose(mu.attacks.noise_probe.score(tiny_model, x[perm], noise=noise, generation_steps=2,
+                                                            seed=3), s[perm.numpy()], rtol=RTOL)
