@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv zoo assets book notebooks html test check-book browser-deps bench clean
+.PHONY: venv zoo assets book notebooks html test lint check-book browser-deps bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,9 @@ html: venv assets              ## rebuild the HTML from already executed noteboo
 
 test: venv                     ## unit tests and papermill smoke runs of every chapter
 	$(BIN)/python -m pytest -m "not browser"
+
+lint: venv                     ## ruff over the package, the tests and the benchmarks (line length 125)
+	$(BIN)/ruff check mia_utils tests benchmarks book/_ext
 
 browser-deps:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)

@@ -68,7 +68,8 @@ def evaluate(attack, model: DiffusionModel, sets: MembershipSets, grid: Iterable
 
     ``attack``: a registry name or ``attacks.Attack``; ``grid``: {label: hyper} or time steps
     (None: the attack's defaults, one setting); ``hyper``: fixed hyper-parameters of every
-    setting (the attack's own ``seed`` among them); ``boot_seed`` seeds the bootstrap. Returns {"attack", "title", "access", "honest": row, "oracle": row,
+    setting (the attack's own ``seed`` among them); ``boot_seed`` seeds the bootstrap.
+    Returns {"attack", "title", "access", "honest": row, "oracle": row,
     "scores": {part: {label: scores}}, "cost": {label: cost}}; rows as ``metrics.evaluate``
     writes them plus ``setting``, ``access``, ``queries_per_image``, ``seconds`` and
     ``images_per_second`` (of the chosen setting), and ``calibrated_at_1pct_fpr``.

@@ -35,7 +35,8 @@ def image_grid(images: torch.Tensor, ncol: int = 16, ax=None, title: str | None 
     canvas = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c), 0.0 if c == 1 else 1.0)
     for i in range(n):
         r, q = divmod(i, ncol)
-        canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = x[i].transpose(1, 2, 0)
+        top, left = pad + r * (h + pad), pad + q * (w + pad)
+        canvas[top: top + h, left: left + w] = x[i].transpose(1, 2, 0)
     if ax is None:
         _, ax = plt.subplots(figsize=(min(12, 0.45 * ncol + 1), 0.45 * nrow + 0.6))
     ax.imshow(canvas[..., 0] if c == 1 else canvas, cmap="gray_r" if c == 1 else None,

@@ -45,7 +45,7 @@ def test_audit_refuses_bad_input_before_running(tiny_checkpoint, tmp_path, capsy
     # the members folder given as non-members too: every image is in both sets
     assert cli.main([*base, "--checkpoint", str(tiny_checkpoint["checkpoint"]),
                      "--nonmembers", str(tiny_checkpoint["members"])]) == 2
-    assert "in both" in capsys.readouterr().err
+    assert "same image is in 'members'" in capsys.readouterr().err
     assert cli.main([*base, "--checkpoint", str(tiny_checkpoint["checkpoint"]), "--nonmembers",
                      str(tiny_checkpoint["nonmembers"]), "--n-eval", "500"]) == 2
     assert "n_eval=500" in capsys.readouterr().err
@@ -78,3 +78,56 @@ def test_audit_skips_chapters_that_need_the_auditors_own_models(tiny_checkpoint,
     assert set(summary["skipped"]) == {"05_latent", "06_noise_probe"} and summary["rows"] == []
     assert "skipped" in capsys.readouterr().out
     assert "skipped, it needs" in (tmp_path / "report" / "summary.html").read_text()
+
+
+@pytest.mark.parametrize("tiny_checkpoint", [(1, 8)], indirect=True, ids=["grey8"])
+def test_audit_bad_options_exit_2_with_one_line(tiny_checkpoint, tmp_path, capsys):
+    """Issue 13's command-line list: each a one-sentence error, exit 2, nothing run or written."""
+    ck, mem, non = (str(tiny_checkpoint[k]) for k in ("checkpoint", "members", "nonmembers"))
+    ok = ["audit", "--checkpoint", ck, "--members", mem, "--nonmembers", non, "--out", str(tmp_path / "r")]
+    (tmp_path / "afile").write_text("")
+    ten = tmp_path / "t10"
+    mu.DiffusionModel(mu.load_model(ck, device="cpu").unet, mu.models.default_scheduler(num_train_timesteps=10),
+                      device="cpu").save(ten)
+    cases = [
+        (["--chapters", "00,99"], "no chapter 99; the book has 00, 01"),
+        (["--chapters", ""], "names no chapter"),
+        (["-p", "checkpoint", "/elsewhere"], "-p checkpoint is set by the audit's own option (--checkpoint)"),
+        (["-p", "nonsense", "3"], "-p nonsense: no chosen chapter has this parameter"),
+        (["--chapters", "02", "-p", "ts", "[1, 2"], "is not valid JSON"),
+        (["--chapters", "02", "-p", "ts", "5"], "expected a list like the default"),
+        (["--device", "gpu"], "--device 'gpu': use one of auto, cpu, cuda"),
+        (["--out", str(tmp_path / "afile")], "is a file: name a folder"),
+    ]
+    for extra, message in cases:
+        assert cli.main([*ok, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (extra, err)
+    for extra in (["--batch-size", "0"], ["--batch-size", "-1"], ["--n-eval", "0"]):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main([*ok, *extra])
+        assert exit_.value.code == 2 and "give a whole number >= 1" in capsys.readouterr().err
+    assert cli.main([*ok[:2], "zoo:nonexistent", *ok[3:]]) == 2
+    assert "No zoo model 'nonexistent'; the zoo has digits-base, digits-ddpm" in capsys.readouterr().err
+    assert cli.main(["audit", "--checkpoint", str(ten), "--members", mem, "--nonmembers", non, "--chapters", "02",
+                     "--out", str(tmp_path / "r")]) == 2
+    assert "time steps up to 300 but the model has only T = 10" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_reused_out_folder_is_refused_unless_overwritten(tmp_path):
+    out = tmp_path / "r"
+    (out / "results" / "02_sima").mkdir(parents=True)
+    (out / "results" / "02_sima" / "metrics.json").write_text("{}")
+    (out / "summary.json").write_text("{}")
+    with pytest.raises(ValueError, match="holds an earlier report .*--overwrite"):
+        cli.prepare_out(out, overwrite=False)
+    cli.prepare_out(out, overwrite=True)
+    assert out.is_dir() and not any(out.iterdir())  # nothing of the earlier run can mix in
+
+
+def test_parameters_are_read_from_the_cell_not_its_comments():
+    params = mu.nbrun.parameters_of(mu.nbrun.ROOT / "notebooks" / "00_victims.md")
+    assert params["ddpm_steps"] == 1000 and params["checkpoint"] == "zoo:digits-ddpm"
+    assert cli.time_steps({"ts": [0, 5, 300], "t_loss": 50, "secmi_grid": [[100, 10]], "n_noise": 4}) == [0, 5, 300,
+                                                                                                          50, 100, 10]

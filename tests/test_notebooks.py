@@ -17,7 +17,8 @@ TINY = {
                      "pia_ts": [100], "sens_t_sec": [20], "sens_k": [10], "sens_pia_ts": [100], "nn_epochs": 3,
                      "n_boot": 20},
     "04_trajectories": {"n_dev": 4, "n_generated": 12, "feature_stride": 250, "theta_stride": 500, "ddpm_steps": 10,
-                        "ddim_steps": 5, "generators": {}, "window": 500, "n_extract": 20, "keep_fraction": 0.25, "n_boot": 20},
+                        "ddim_steps": 5, "generators": {}, "window": 500, "n_extract": 20, "keep_fraction": 0.25,
+                        "n_boot": 20},
     # the base model of chapter 06 must match the target's shape: the test checkpoint stands in for it
     "06_noise_probe": {"base": "<checkpoint>", "inversion_steps": 4, "generation_steps": 3, "t_starts": [200, 999],
                        "sima_ts": [10], "pia_ts": [100], "n_boot": 20},
@@ -55,6 +56,8 @@ def test_chapter_runs_on_a_folder_checkpoint(source, tiny_checkpoint, tiny_ldm, 
     # the summary page reads what the chapter wrote
     summary = mu.nbrun.run_notebook(mu.nbrun.ROOT / "book" / "summary.md", tmp_path / "summary.ipynb",
                                     parameters={"results_dir": str(tmp_path / "results")})
-    html = "".join(o.get("data", {}).get("text/html", "") for c in nbformat.read(summary, 4).cells
-                   if c.cell_type == "code" for o in c.get("outputs", []))
-    assert source.stem in html and "AUC" in html
+    outputs = [o.get("data", {}) for c in nbformat.read(summary, 4).cells if c.cell_type == "code"
+               for o in c.get("outputs", [])]
+    html = "".join(d.get("text/html", "") for d in outputs)
+    headings = "".join(d.get("text/markdown", "") for d in outputs)
+    assert source.stem in headings and "AUC [95 % CI]" in html

@@ -2,7 +2,8 @@
 
 sphinx-thebe 0.3.1 registers its inline configuration script twice under Sphinx 7, so each
 page declares ``const THEBE_JS_URL`` twice and the browser raises a SyntaxError on load. No
-released sphinx-thebe fixes this for the pinned stack, so we remove exact repeats here. It runs first: a later handler may end the event (emit_firstresult).
+released sphinx-thebe fixes this for the pinned stack, so we remove exact repeats here. It
+runs first: a later handler may end the event (emit_firstresult).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
     A(x) = ‖ε_0 − ε̂(x_t, t)‖_p^p,  p = 4, t = 200  (one more query)
 
 PIAN first rescales ε_0 per image so that its mean absolute value is √(2/π), the mean of
-|N(0, 1)|, making it look like Gaussian noise. Smaller means member; the score is −A.
+the absolute value of N(0, 1), making it look like Gaussian noise. Smaller means member; the score is −A.
 Cost: 2 queries per image.
 """
 
@@ -41,5 +41,5 @@ def score(model: DiffusionModel, images: torch.Tensor, t: int = 200, p: float = 
 
 def score_pian(model: DiffusionModel, images: torch.Tensor, t: int = 200, p: float = 4,
                batch_size: int | None = None) -> np.ndarray:
-    """PIAN: PIA with ε_0 normalised to mean |ε_0| = √(2/π). 2 queries per image."""
+    """PIAN: PIA with ε_0 normalised to a mean absolute value of √(2/π). 2 queries per image."""
     return score(model, images, t=t, p=p, normalize=True, batch_size=batch_size)

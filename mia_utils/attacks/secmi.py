@@ -11,7 +11,7 @@ A deterministic DDIM step from t_c to t' costs one query at t_c (``sampling.ddim
 Members' round trips are more consistent: smaller t-error means member; the score is its
 negative. Defaults t_sec = 100, k = 10: t_sec/k + 1 = 11 queries per image.
 
-SecMI_stat thresholds the t-error. SecMI_NN trains a classifier on the |x − x̂| maps. The paper
+SecMI_stat thresholds the t-error. SecMI_NN trains a classifier on the maps of abs(x − x̂). The paper
 uses a ResNet-18 (SGD, lr 1e-3, 15 epochs) and picks its epoch on the test data; ours is a
 small CNN sized for 8×8–32×32 images, trained on the calibration split only, with its epoch
 chosen on a held-out part of the calibration split.
@@ -56,7 +56,7 @@ def score(model: DiffusionModel, images: torch.Tensor, t_sec: int = 100, k: int 
 
 # ---------------------------------------------------------------------- SecMI_NN
 class ErrorMapNet(nn.Module):
-    """A small CNN on |x − x̂| maps: two convolutions, global pooling, one logit."""
+    """A small CNN on maps of abs(x − x̂): two convolutions, global pooling, one logit."""
 
     def __init__(self, channels: int, width: int = 32):
         super().__init__()

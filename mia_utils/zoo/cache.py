@@ -24,6 +24,7 @@ from ..models import DiffusionModel, default_scheduler, load_model
 from ..train import train_ddpm
 from .recipes import Recipe, VAERecipe, get_recipe
 
+
 def zoo_dir() -> Path:
     """The cache folder: ``$MIA_ZOO_DIR`` or ``~/.cache/mia-book/zoo``."""
     return Path(os.environ.get("MIA_ZOO_DIR") or Path.home() / ".cache" / "mia-book" / "zoo")

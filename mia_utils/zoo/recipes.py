@@ -18,6 +18,7 @@ from ..latent import VAETrainConfig, vae_config
 from ..models import small_unet_config
 from ..train import TrainConfig
 
+
 class ZooError(ValueError):
     """A zoo name that does not exist; the message lists the names that do."""
 
