@@ -194,6 +194,23 @@ def choose_direction(cal_positives, cal_negatives) -> int:
     return 1 if auc(cal_positives, cal_negatives) >= 0.5 else -1
 
 
+def directional(pos_cal: dict, neg_cal: dict, pos_eval: dict, neg_eval: dict) -> dict:
+    """A two-sided test made honest: for each setting (a time step, say), the direction is chosen
+    on calibration (``choose_direction``), then the setting with the best calibration AUC.
+
+    Each argument maps a setting to scores. Returns {"rows": {setting: {"sign", "cal_auc", "auc",
+    "raw_auc"}}, "chosen": setting}: ``auc`` is the evaluation AUC in the calibrated direction,
+    ``raw_auc`` the evaluation AUC had positives been assumed to score higher.
+    """
+    rows = {}
+    for k in pos_cal:
+        sign = choose_direction(pos_cal[k], neg_cal[k])
+        rows[k] = {"sign": sign, "cal_auc": auc(sign * np.asarray(pos_cal[k]), sign * np.asarray(neg_cal[k])),
+                   "auc": auc(sign * np.asarray(pos_eval[k]), sign * np.asarray(neg_eval[k])),
+                   "raw_auc": auc(pos_eval[k], neg_eval[k])}
+    return {"rows": rows, "chosen": max(rows, key=lambda k: rows[k]["cal_auc"])}
+
+
 def calibrated_accuracy(members_cal, nonmembers_cal, members_eval, nonmembers_eval) -> dict:
     """Balanced accuracy at the threshold that is best on *calibration*, applied to evaluation.
 

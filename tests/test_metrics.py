@@ -161,3 +161,15 @@ def test_format_ci():
     assert metrics.format_ci(row, "auc") == "0.970 [0.953, 0.984]"
     assert metrics.format_ci(row, "tpr", pct=True) == "54.2 [40.1, 77.7]"
     assert metrics.format_ci(row, "asr") == "0.900" and metrics.format_ci(row, "missing") == ""
+
+
+def test_directional_chooses_sign_and_setting_on_calibration():
+    rng = np.random.default_rng(0)
+    pos = {1: rng.normal(1, 1, 50), 2: rng.normal(-3, 1, 50)}  # at 2 the positives score LOWER, and further apart
+    neg = {1: rng.normal(0, 1, 50), 2: rng.normal(0, 1, 50)}
+    pos_e = {1: rng.normal(1, 1, 50), 2: rng.normal(-3, 1, 50)}
+    neg_e = {1: rng.normal(0, 1, 50), 2: rng.normal(0, 1, 50)}
+    out = metrics.directional(pos, neg, pos_e, neg_e)
+    assert out["chosen"] == 2 and out["rows"][2]["sign"] == -1 and out["rows"][1]["sign"] == 1
+    assert out["rows"][2]["auc"] == pytest.approx(1 - out["rows"][2]["raw_auc"])
+    assert out["rows"][2]["auc"] > 0.95
