@@ -37,3 +37,11 @@ def near_copies(samples: torch.Tensor, training: torch.Tensor, ratio: float = 1 
     d, j = nearest_neighbours(samples, training, k=2)
     r = d[:, 0] / np.maximum(d[:, 1], 1e-12)
     return {"is_copy": r < ratio, "ratio": r, "d1": d[:, 0], "neighbour": j[:, 0]}
+
+
+def closeness(copies: dict, mask=slice(None)) -> dict:
+    """How close some samples lie to the training set (a ``near_copies`` result, ``mask`` selecting
+    samples): their number, median d_1, median d_1/d_2 and the share of near-copies in percent."""
+    return {"images": int(np.size(copies["d1"][mask])), "median d1": float(np.median(copies["d1"][mask])),
+            "median d1/d2": float(np.median(copies["ratio"][mask])),
+            "near-copies (%)": 100 * float(np.mean(copies["is_copy"][mask]))}

@@ -155,3 +155,33 @@ def trajectory_features(model: DiffusionModel, images: torch.Tensor, ts: Iterabl
             backward += len(x_t)
     return FeatureSet(ts, out, forward=model.queries - q0, backward=backward,
                       seconds=time.perf_counter() - t_start, meta={"seed": seed, "kinds": kinds})
+
+
+def group_features(model: DiffusionModel, groups: dict[str, tuple[torch.Tensor, torch.Tensor]], ts: Sequence[int],
+                   kinds: Sequence[str] = ("loss", "grad_x"), theta_ts: Sequence[int] = (),
+                   theta_groups: Sequence[str] = (), seed: int = 0,
+                   progress: bool = True) -> tuple[dict[str, tuple[FeatureSet, FeatureSet]], dict]:
+    """Features of named image groups, each a (development, evaluation) pair of image sets.
+
+    ``kinds`` at every t of ``ts``; for the groups in ``theta_groups`` also ``grad_theta`` at the
+    steps ``theta_ts`` (a subset of ``ts``; NaN at the others: the parameter gradient is the
+    costly kind). Returns {group: (development FeatureSet, evaluation FeatureSet)} and the cost:
+    forward queries, backward passes and seconds in all, images, and per image on average.
+    """
+    ts = [int(t) for t in ts]
+    feats, cost = {}, {"forward": 0, "backward": 0, "seconds": 0.0, "images": 0}
+    for name, (dev, ev) in groups.items():
+        images = torch.cat([dev, ev])
+        f = trajectory_features(model, images, ts, kinds=kinds, seed=seed, desc=name, progress=progress)
+        if name in theta_groups and theta_ts:
+            g = trajectory_features(model, images, theta_ts, kinds=("grad_theta",), seed=seed, desc=f"{name} ∇θ",
+                                    progress=progress)
+            f.values["grad_theta"] = np.full((len(images), len(ts)), np.nan)
+            f.values["grad_theta"][:, [ts.index(int(t)) for t in theta_ts]] = g.values["grad_theta"]
+            f.forward, f.backward, f.seconds = f.forward + g.forward, f.backward + g.backward, f.seconds + g.seconds
+        feats[name] = (f.subset(slice(0, len(dev))), f.subset(slice(len(dev), None)))
+        for k in ("forward", "backward", "seconds"):
+            cost[k] += getattr(f, k)
+        cost["images"] += len(images)
+    cost["per_image"] = {k: cost[k] / max(cost["images"], 1) for k in ("forward", "backward")}
+    return feats, cost

@@ -159,3 +159,15 @@ def show(results: Mapping[str, dict], **kwargs):
 def metrics_rows(results: Mapping[str, dict]) -> dict[str, dict]:
     """{name: honest row} for ``nbrun.save_metrics``: the rows every chapter's metrics.json holds."""
     return {name: res.get("honest", res) for name, res in results.items()}
+
+
+def multiclass_table(rows: Mapping[str, dict]):
+    """The table of multi-class probes (origin or model attribution): balanced accuracy with its
+    CI, each class's recall, and the cost, one row per probe (``probes.multiclass`` rows)."""
+    import pandas as pd
+
+    return pd.DataFrame.from_records([{
+        "probe": name, "balanced accuracy [95 % CI]": format_ci(r, "balanced_accuracy"),
+        **{f"recall: {c}": f"{v:.2f}" for c, v in r["recall"].items()},
+        "forward queries": f"{r['queries_per_image']:g}", "backward passes": f"{r['backward_per_image']:g}",
+    } for name, r in rows.items()]).style.hide(axis="index")

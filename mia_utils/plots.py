@@ -201,3 +201,21 @@ def threshold_slider(members, nonmembers, n: int = 15, title: str = ""):
     taus = np.quantile(both, np.linspace(0.05, 0.95, n))
     return figure_slider({f"{tau:.3g}": threshold_figure(members, nonmembers, tau, title) for tau in taus},
                          description="threshold")
+
+
+def auc_bars(panels: dict, figsize=(7, 5.5)):
+    """One horizontal bar chart per panel ({title: {row name: metrics row}}): each row's AUC with
+    its 95 % CI, model-blind rows in grey, chance dashed. Returns the figure."""
+    fig, axes = plt.subplots(len(panels), 1, figsize=figsize, sharex=True, squeeze=False)
+    for ax, (title, rows) in zip(axes[:, 0], panels.items()):
+        names = list(rows)
+        aucs = [rows[n]["auc"] for n in names]
+        err = [[rows[n]["auc"] - rows[n]["auc_ci"][0] for n in names],
+               [rows[n]["auc_ci"][1] - rows[n]["auc"] for n in names]]
+        ax.barh(names, aucs, xerr=err, color=["0.5" if "blind" in n else LINE_COLORS[0] for n in names])
+        ax.axvline(0.5, ls="--", color="0.6", lw=1)
+        ax.set(xlim=(0.3, 1.0), title=title)
+        ax.invert_yaxis()
+    axes[-1, 0].set_xlabel("AUC (95 % CI)")
+    fig.tight_layout()
+    return fig

@@ -92,3 +92,70 @@ def multiclass(x_dev: np.ndarray, y_dev: Sequence, x_eval: np.ndarray, y_eval: S
            "confusion": cm.tolist(), "n_dev": len(y_dev), "n_eval": len(y_eval)}
     out.update(extra)
     return out, probe
+
+
+# ---------------------------------------------------------------------- groups of images
+BLIND = "model-blind (pixels)"
+
+
+def access(kinds) -> str:
+    """The access level a feature set needs: gradients through the model are white box, ε̂ alone gray box."""
+    return "white box" if set(kinds) & {"grad_x", "grad_theta"} else "gray box"
+
+
+class Groups:
+    """Named image groups, each a (development, evaluation) pair, with their trajectory features
+    (``features.group_features``): the matrices the probes are fitted and evaluated on.
+
+    ``feature_sets`` maps a name to (kinds, time steps, forward queries and backward passes per
+    image): the rows of every table the probes fill.
+    """
+
+    def __init__(self, images: dict, feats: dict, feature_sets: dict):
+        self.images, self.feats, self.feature_sets = images, feats, feature_sets
+
+    def matrix(self, names: Sequence[str], kinds, at=None, part: int = 1, labels: dict | None = None):
+        """Features (part 0: development, 1: evaluation) of some groups, stacked, and their labels
+        (each group's name, or ``labels[name]``)."""
+        xs = [self.feats[n][part].matrix(kinds, ts=at) for n in names]
+        return np.concatenate(xs), self._labels(names, xs, labels)
+
+    def pixels(self, names: Sequence[str], part: int = 1, labels: dict | None = None):
+        """The model-blind counterpart of ``matrix``: raw pixels."""
+        xs = [pixels(self.images[n][part]) for n in names]
+        return np.concatenate(xs), self._labels(names, xs, labels)
+
+    @staticmethod
+    def _labels(names, xs, labels):
+        return np.concatenate([np.full(len(x), (labels or {}).get(n, n)) for x, n in zip(xs, names)])
+
+    def _usable(self, names, kinds) -> bool:
+        return all(set(kinds) <= set(self.feats[n][0].values) for n in names)
+
+    def multiclass(self, names: Sequence[str], labels: dict | None = None, which: Sequence[str] | None = None,
+                   seed: int = 0, n_boot: int = 1000) -> tuple[dict, dict]:
+        """A multi-class probe per feature set (``which``: those names only) and the model-blind
+        probe, each trained on development and evaluated on evaluation images: (rows, probes)."""
+        rows, fitted = {}, {}
+        for name, (kinds, at, fq, bq) in self.feature_sets.items():
+            if (which is None or name in which) and self._usable(names, kinds):
+                xd, yd = self.matrix(names, kinds, at, 0, labels)
+                xe, ye = self.matrix(names, kinds, at, 1, labels)
+                rows[name], fitted[name] = multiclass(xd, yd, xe, ye, seed=seed, n_boot=n_boot, queries_per_image=fq,
+                                                      backward_per_image=bq)
+        rows[BLIND], fitted[BLIND] = multiclass(*self.pixels(names, 0, labels), *self.pixels(names, 1, labels),
+                                                seed=seed, n_boot=n_boot, queries_per_image=0, backward_per_image=0)
+        return rows, fitted
+
+    def membership(self, members: str, nonmembers: str, seed: int = 0, n_boot: int = 1000) -> dict:
+        """A member-vs-non-member probe per feature set both groups have, and the model-blind probe."""
+        pair, rows = (members, nonmembers), {}
+        for name, (kinds, at, fq, bq) in self.feature_sets.items():
+            if self._usable(pair, kinds):
+                x = [self.feats[g][p].matrix(kinds, ts=at) for p in (0, 1) for g in pair]
+                rows[f"probe {name}"] = membership(*x, seed=seed, n_boot=n_boot, queries_per_image=fq,
+                                                   backward_per_image=bq, access=access(kinds))
+        x = [pixels(self.images[g][p]) for p in (0, 1) for g in pair]
+        rows["model-blind probe (pixels)"] = membership(*x, seed=seed, n_boot=n_boot, queries_per_image=0,
+                                                        backward_per_image=0, access="no model")
+        return rows

@@ -123,3 +123,25 @@ def test_near_copies_found_by_brute_force(digits):
     d = torch.cdist(samples.flatten(1).double(), train.flatten(1).double()).sort(1).values
     np.testing.assert_allclose(out["ratio"], (d[:, 0] / d[:, 1]).numpy())
     assert out["is_copy"].tolist() == (out["ratio"] < 1 / 3).tolist()
+
+
+def test_groups_fit_the_probes_of_chapter_04(tiny_model, digits):
+    """group_features + probes.Groups give the same rows as fitting the probes by hand."""
+    groups = {"members": (digits[:12], digits[12:24]), "external": (digits[24:36], digits[36:48]),
+              "other": (digits[48:60], digits[60:72])}
+    ts, theta_ts = [0, 100, 500], [100]
+    feats, cost = mu.features.group_features(tiny_model, groups, ts, theta_ts=theta_ts, theta_groups=["members"],
+                                             seed=2, progress=False)
+    assert cost["images"] == 72 and cost["per_image"]["forward"] == pytest.approx((72 * 3 + 24) / 72)
+    assert np.isnan(feats["members"][0].values["grad_theta"][:, 0]).all()
+    direct = trajectory_features(tiny_model, digits[12:24], ts, seed=2, progress=False)
+    np.testing.assert_allclose(feats["members"][1].values["loss"], direct.values["loss"], rtol=1e-5)
+    sets = {"L_t": (["loss"], ts, 3, 0), "L_t + ∇θ": (["loss", "grad_theta"], theta_ts, 2, 1)}
+    bank = mu.probes.Groups(groups, feats, sets)
+    rows = bank.membership("members", "external", n_boot=0)
+    assert set(rows) == {"probe L_t", "model-blind probe (pixels)"}  # ∇θ only where both groups have it
+    by_hand = mu.probes.membership(*[feats[g][p].matrix(["loss"]) for p in (0, 1) for g in ("members", "external")],
+                                   n_boot=0)
+    assert rows["probe L_t"]["auc"] == by_hand["auc"] and rows["probe L_t"]["access"] == "gray box"
+    multi, fitted = bank.multiclass(["members", "external", "other"], labels={"other": "external"}, n_boot=0)
+    assert set(multi) == {"L_t", mu.probes.BLIND} and multi["L_t"]["classes"] == ["external", "members"]
