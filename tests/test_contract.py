@@ -143,3 +143,9 @@ def test_noise_probe_seeded_noises_belong_to_the_image(noise, tiny_model, digits
     s = mu.attacks.noise_probe.score(tiny_model, x, noise=noise, generation_steps=2, seed=3)
     np.testing.assert_allclose(mu.attacks.noise_probe.score(tiny_model, x[perm], noise=noise, generation_steps=2,
                                                             seed=3), s[perm.numpy()], rtol=RTOL)
+
+
+def test_content_hashes_of_a_batch_equal_each_image_alone(digits):
+    x = digits[:5]
+    assert mu.noise.content_hashes(x) == [mu.noise.content_hash(img) for img in x]
+    assert len(set(mu.noise.content_hashes(torch.cat([x, x[:1]])))) == 5  # same content, same hash
