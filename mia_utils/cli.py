@@ -1,11 +1,13 @@
 """``mia-book``: audit a diffusion checkpoint with the book's chapters, in one command.
 
     mia-book audit --checkpoint DIR --members DIR --nonmembers DIR \\
-        [--chapters 02,03] [--device cuda] [--n-eval N] [--out DIR] [-p NAME VALUE ...]
+        [--chapters 02,03] [--device cuda] [--n-eval N] [--resize] [--out DIR [--overwrite]] [-p NAME VALUE ...]
 
-The inputs are validated before anything runs (the checkpoint loads, the images match the
-model's size and channels, no image is both a member and a non-member, enough images for
-``--n-eval``). Then each chosen chapter is executed with papermill on that checkpoint and
+The inputs are validated before anything runs (the checkpoint loads with every weight, one ε̂
+query is finite, the model has the chapters' time steps, the images match the model's size and
+channels, no image is a member and a non-member, exactly or as a near-copy, enough images for
+``--n-eval``, every ``-p`` is a chosen chapter's parameter of the right type); each failure is
+one sentence and exit code 2. Then each chosen chapter is executed with papermill on that checkpoint and
 data, and the report is written to ``--out``: the executed notebooks, every chapter's
 ``metrics.json``, and ``summary.html`` (one table of every attack) with ``summary.json``.
 """
