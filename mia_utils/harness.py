@@ -101,9 +101,9 @@ COLUMNS = {
     "auc": "AUC [95 % CI]",
     "tpr": "TPR@1%FPR (%)",
     "tpr01": "TPR@0.1%FPR (%)",
-    "transfer": "calibrated 1%-FPR threshold: FPR / TPR (%)",
+    "transfer": "FPR / TPR at the calibrated 1% threshold",
     "access": "access",
-    "queries": "queries/image",
+    "queries": "queries",
     "seconds": "s",
 }
 
@@ -123,7 +123,8 @@ def _row_cells(row: dict) -> dict:
 
 def table(results: Mapping[str, dict], setting: bool = True, oracle: bool = False, group: str | None = None,
           extra: Mapping[str, str] | None = None):
-    """The book's results table: numbers first, then access level, cost and setting.
+    """The book's results table: numbers first, then access level, cost (queries per image,
+    seconds) and the setting the calibration split chose.
 
     ``results`` maps a row name to an ``evaluate`` result ({"honest": row, ...}) or to a row
     itself (``metrics.evaluate``'s format, as metrics.json stores it). ``setting`` adds the
@@ -140,10 +141,9 @@ def table(results: Mapping[str, dict], setting: bool = True, oracle: bool = Fals
         rec["attack"] = name
         rec.update(_row_cells(row))
         if setting:
-            rec["setting (calibration)"] = str(row.get("setting", ""))
+            rec["setting"] = str(row.get("setting", ""))
         if oracle and "oracle" in res:
-            rec["oracle setting"] = str(res["oracle"].get("setting", ""))
-            rec["oracle AUC"] = f"{res['oracle']['auc']:.3f}"
+            rec["oracle: setting, AUC"] = f"{res['oracle'].get('setting', '')}, {res['oracle']['auc']:.3f}"
         for column, key in (extra or {}).items():
             value = row.get(key, "")
             rec[column] = f"{value:.3g}" if isinstance(value, float) else str(value)
