@@ -145,3 +145,13 @@ def test_groups_fit_the_probes_of_chapter_04(tiny_model, digits):
     assert rows["probe L_t"]["auc"] == by_hand["auc"] and rows["probe L_t"]["access"] == "gray box"
     multi, fitted = bank.multiclass(["members", "external", "other"], labels={"other": "external"}, n_boot=0)
     assert set(multi) == {"L_t", mu.probes.BLIND} and multi["L_t"]["classes"] == ["external", "members"]
+
+
+def test_feature_noise_is_shared_by_every_image_and_independent_of_position(tiny_model, digits):
+    e = noise_at(37, digits[:4], seed=5)
+    assert all(torch.equal(e[0], e[i]) for i in range(4))  # common random numbers
+    assert torch.equal(noise_at(37, digits[10:12], seed=5)[0], e[0])  # not the images' positions
+    assert not torch.equal(noise_at(38, digits[:1], seed=5)[0], e[0])
+    a = trajectory_features(tiny_model, digits[:6], [5, 50], seed=5, progress=False)
+    b = trajectory_features(tiny_model, digits[:6][torch.tensor([5, 4, 3, 2, 1, 0])], [50, 5], seed=5, progress=False)
+    np.testing.assert_allclose(a.values["loss"][::-1, ::-1], b.values["loss"], rtol=1e-4)
