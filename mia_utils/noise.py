@@ -18,30 +18,30 @@ import numpy as np
 import torch
 
 
-def content_hash(image: torch.Tensor) -> str:
-    """SHA-256 of one image's float32 values and shape (hex)."""
-    arr = np.ascontiguousarray(image.detach().cpu().float().numpy())
-    h = hashlib.sha256(str(arr.shape).encode())
-    h.update(arr.tobytes())
-    return h.hexdigest()
-
-
 def content_hashes(images: torch.Tensor) -> list[str]:
-    """``content_hash`` of every image of a batch [N, ...] (one copy to the CPU for all)."""
+    """SHA-256 (hex) of each image's float32 values and shape, for a batch [N, ...] (one copy to
+    the CPU for all)."""
     arr = np.ascontiguousarray(images.detach().cpu().float().numpy())
     head = str(arr.shape[1:]).encode()
     return [hashlib.sha256(head + row.tobytes()).hexdigest() for row in arr]
+
+
+def content_hash(image: torch.Tensor) -> str:
+    """``content_hashes`` of one image."""
+    return content_hashes(image[None])[0]
+
+
+def seeded_generator(*parts) -> torch.Generator:
+    """A CPU generator seeded by SHA-256 of the parts (joined by "|"): the one seed derivation."""
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
 
 
 def generators(images: torch.Tensor, seed: int = 0, salt: str = "") -> list[torch.Generator]:
     """One CPU generator per image, seeded from (seed, salt, the image's content hash).
 
     Cost on the CPU here: about 50 µs per image (hash + generator), plus the draws."""
-    out = []
-    for h in content_hashes(images):
-        digest = hashlib.sha256(f"{int(seed)}|{salt}|{h}".encode()).digest()
-        out.append(torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)))
-    return out
+    return [seeded_generator(int(seed), salt, h) for h in content_hashes(images)]
 
 
 def draw(gens: list[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:
