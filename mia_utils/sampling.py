@@ -48,6 +48,17 @@ def ddim_sample(model: DiffusionModel, n: int, num_inference_steps: int = 50, et
     return _run(model, scheduler, n, generator, progress, "DDIM sampling", eta=eta)
 
 
+def sample(model: DiffusionModel, n: int, sampler: str = "ddim", steps: int | None = None,
+           generator: torch.Generator | None = None, progress: bool = True) -> torch.Tensor:
+    """n samples by ``sampler``: "ddpm" (ancestral, ``steps`` default T) or "ddim" (``steps``
+    default 50)."""
+    if sampler == "ddpm":
+        return ddpm_sample(model, n, generator=generator, num_inference_steps=steps, progress=progress)
+    if sampler == "ddim":
+        return ddim_sample(model, n, num_inference_steps=steps or 50, generator=generator, progress=progress)
+    raise ValueError(f"sampler must be 'ddpm' or 'ddim', not {sampler!r}.")
+
+
 def ddim_step(model: DiffusionModel, x: torch.Tensor, t_from: int, t_to: int,
               eps_hat: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One deterministic DDIM step from t_from to t_to, up or down (SecMI's step).

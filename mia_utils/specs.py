@@ -100,12 +100,7 @@ def generated(spec, n: int, sampler: str = "ddim", steps: int | None = None, see
         return zoo.generated(zoo_name(spec), n, sampler=sampler, steps=steps, seed=seed, device=device,
                              progress=progress)
     model = model if model is not None else load_model(spec, device=device)
-    gen = torch.Generator().manual_seed(seed)
-    if sampler == "ddpm":
-        return sampling.ddpm_sample(model, n, generator=gen, num_inference_steps=steps, progress=progress)
-    if sampler == "ddim":
-        return sampling.ddim_sample(model, n, num_inference_steps=steps or 50, generator=gen, progress=progress)
-    raise ValueError(f"sampler must be 'ddpm' or 'ddim', not {sampler!r}.")
+    return sampling.sample(model, n, sampler, steps, torch.Generator().manual_seed(seed), progress)
 
 
 def generator_images(spec, n: int, shape: tuple[int, int, int] | None = None, seed: int = 0,

@@ -31,12 +31,7 @@ def generated(name: str, n: int, sampler: str = "ddim", steps: int | None = None
     if sampler == "prior":
         images = codec(name).sample(n, generator=gen)
     else:
-        model = load_model(path_of(name), device=device)
-        if sampler == "ddpm":
-            images = sampling.ddpm_sample(model, n, generator=gen, num_inference_steps=steps, progress=progress)
-        else:
-            images = sampling.ddim_sample(model, n, num_inference_steps=steps or 50, generator=gen,
-                                          progress=progress)
+        images = sampling.sample(load_model(path_of(name), device=device), n, sampler, steps, gen, progress)
     f.parent.mkdir(parents=True, exist_ok=True)
     tmp = f.with_suffix(f".tmp{os.getpid()}")
     save_file({"images": images.contiguous().cpu()}, tmp)
