@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv zoo assets book notebooks html test lint check-book browser-deps bench clean
+.PHONY: venv data zoo assets book notebooks html test lint check-book browser-deps bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,14 @@ $(STAMP): requirements.txt pyproject.toml
 
 venv: $(STAMP)
 
-zoo: venv                      ## train (or find cached) the embedded-default victims
-	$(BIN)/python -m mia_utils.zoo build
+# Fashion-MNIST, the second embedded data set: Debian's package, installed when missing
+FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+data:                          ## install Debian's dataset-fashion-mnist when it is missing
+	@test -f $(FASHION) || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) \
+	  || (echo "install Fashion-MNIST: sudo apt-get install dataset-fashion-mnist" && exit 1)
+
+zoo: venv data                 ## train (or find cached) the embedded-default victims, two at a time
+	$(BIN)/python -m mia_utils.zoo build --jobs 2
 
 # MathJax served by the book itself (npm, locked), so pages render formulas offline
 MATHJAX := book/_static/mathjax/tex-mml-chtml.js
@@ -49,7 +55,7 @@ book: zoo assets               ## execute every chapter, then build _build/html 
 html: venv assets              ## rebuild the HTML from already executed notebooks
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
-test: venv                     ## unit tests and papermill smoke runs of every chapter
+test: venv data                ## unit tests and papermill smoke runs of every chapter
 	$(BIN)/python -m pytest -m "not browser"
 
 lint: venv                     ## ruff over the package, the tests and the benchmarks (line length 125)

@@ -82,8 +82,9 @@ NEEDS = {
                                     "scheduler/, vae/, codec.json) trained on these members")),
     "06_noise_probe": ("base", "the pre-trained model your checkpoint was fine-tuned from: -p base DIR"),
 }
-# ... or they run with a default that does not point into the zoo (chapter 04: no other generators)
-USER_DEFAULTS = {"04_trajectories": {"generators": {}}}
+# ... or they run with a default that does not point into the zoo (chapter 04: no other generators;
+# chapters 04 and 05: no Fashion-MNIST replication, which is about the zoo's victims)
+USER_DEFAULTS = {"04_trajectories": {"generators": {}, "replication": None}, "05_latent": {"replication": None}}
 
 
 def plan(sources: list[Path], checkpoint: str, parameters: dict) -> tuple[list[Path], dict[str, str]]:

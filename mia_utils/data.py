@@ -1,14 +1,17 @@
 """Data: the embedded default, users' image folders, member/non-member splits, leakage checks.
 
 Images are float32 tensors of shape [N, C, H, W] scaled to [-1, 1], the convention of
-diffusers' DDPM pipelines. Nothing here downloads anything: the embedded default is
-scikit-learn's ``load_digits``, which ships inside the installed package.
+diffusers' DDPM pipelines. Nothing here downloads anything: the embedded data sets are
+scikit-learn's ``load_digits``, which ships inside the installed package, and Fashion-MNIST from
+Debian's ``dataset-fashion-mnist`` (installed by ``make data``).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,11 +35,94 @@ def load_digits_images() -> torch.Tensor:
     return torch.from_numpy(pixels / 8.0 - 1.0).unsqueeze(1)
 
 
-DATASETS = {"digits": load_digits_images}
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot")
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX file (LeCun's MNIST format, gzip-compressed): big-endian header, then uint8 values.
+
+    Written here because no installed library reads IDX offline (torchvision is not a dependency
+    and its loader downloads); the format is four lines: magic (dtype, ndim), shape, data.
+    """
+    import gzip
+
+    raw = gzip.decompress(path.read_bytes())
+    magic = int.from_bytes(raw[:4], "big")
+    if magic >> 8 != 0x08:  # 0x08: unsigned byte
+        raise DataError(f"{path} is not an unsigned-byte IDX file (magic {magic:#x}).")
+    ndim = magic & 0xFF
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+@functools.lru_cache(maxsize=2)
+def _fashion(part: str) -> tuple[torch.Tensor, np.ndarray]:
+    prefix = {"train": "train", "test": "t10k"}[part]
+    images_file = FASHION_DIR / f"{prefix}-images-idx3-ubyte.gz"
+    if not images_file.is_file():
+        raise DataError(f"Fashion-MNIST is not installed ({images_file} is missing): install Debian's package "
+                        "with `sudo apt-get install dataset-fashion-mnist` (`make data` does it).")
+    pixels = torch.from_numpy(_read_idx(images_file).astype(np.float32))  # [N, 28, 28], 0..255
+    labels = _read_idx(FASHION_DIR / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
+    # 28 -> 32 by a 2-pixel border of background, then each 2x2 block averaged: 16x16, the
+    # garment whole and 4x the digits' pixels, which a 2-core machine trains in minutes
+    padded = torch.nn.functional.pad(pixels.unsqueeze(1), (2, 2, 2, 2))
+    small = torch.nn.functional.avg_pool2d(padded, 2)
+    # rounded to 8 bits, the form images are hashed and saved in, so a saved copy loads identically
+    images = small.round() / 127.5 - 1.0
+    # the few images that are exact copies at 16x16 keep their first occurrence, so no split can
+    # put one image on both sides
+    _, first = np.unique(to_uint8(images).reshape(len(images), -1), axis=0, return_index=True)
+    keep = np.sort(first)
+    return images[keep].contiguous(), labels[keep]
+
+
+def load_fashion_images() -> torch.Tensor:
+    """Fashion-MNIST's 60,000 training images (Xiao et al. 2017, MIT licence) from Debian's
+    ``dataset-fashion-mnist``, padded to 32x32 and averaged 2x2 to [N, 1, 16, 16] in [-1, 1];
+    exact duplicates at that size dropped."""
+    return _fashion("train")[0]
+
+
+def load_fashion_test_images() -> torch.Tensor:
+    """Fashion-MNIST's 10,000 test images, prepared as ``load_fashion_images``."""
+    return _fashion("test")[0]
+
+
+def dataset_labels(name: str) -> np.ndarray:
+    """The class of each image of an embedded data set (digits 0-9; Fashion-MNIST's FASHION_CLASSES)."""
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        return load_digits().target.astype(np.int64)
+    if name in ("fashion", "fashion-test"):
+        return _fashion("train" if name == "fashion" else "test")[1]
+    raise DataError(f"Unknown embedded data set {name!r}; choose one of {sorted(DATASETS)}.")
+
+
+def class_sample(name: str, classes: Sequence[int], n: int, seed: int = 0, exclude: Sequence[str] = ()) -> torch.Tensor:
+    """``n`` images of an embedded data set drawn (seeded) from the given classes only, none
+    whose hash is in ``exclude``: a set "collected elsewhere", whose class mix differs from the
+    members' (chapter 04's real distribution shift)."""
+    labels = dataset_labels(name)
+    pool = np.flatnonzero(np.isin(labels, list(classes)))
+    data = load_dataset(name)
+    if exclude:
+        banned = set(exclude)
+        pool = np.array([i for i, h in zip(pool, image_hashes(data[pool])) if h not in banned], dtype=int)
+    if n > len(pool):
+        raise DataError(f"{n} images of classes {list(classes)} asked but {name!r} has {len(pool)}.")
+    return data[np.sort(np.random.default_rng(seed).choice(pool, n, replace=False))]
+
+
+DATASETS = {"digits": load_digits_images, "fashion": load_fashion_images, "fashion-test": load_fashion_test_images}
 
 
 def load_dataset(name: str) -> torch.Tensor:
-    """An embedded data set by name (``digits``)."""
+    """An embedded data set by name: ``digits`` (scikit-learn, 8x8), ``fashion`` and
+    ``fashion-test`` (Fashion-MNIST's training and test files, 16x16)."""
     if name not in DATASETS:
         raise DataError(f"Unknown embedded data set {name!r}; choose one of {sorted(DATASETS)}.")
     return DATASETS[name]()

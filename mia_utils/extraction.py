@@ -45,3 +45,25 @@ def closeness(copies: dict, mask=slice(None)) -> dict:
     return {"images": int(np.size(copies["d1"][mask])), "median d1": float(np.median(copies["d1"][mask])),
             "median d1/d2": float(np.median(copies["ratio"][mask])),
             "near-copies (%)": 100 * float(np.mean(copies["is_copy"][mask]))}
+
+
+def screen(pool: torch.Tensor, member_score: np.ndarray, training: torch.Tensor, reference: torch.Tensor,
+           keep_fraction: float = 0.1, ratio: float = 0.5) -> dict:
+    """A data-extraction filter: keep the ``keep_fraction`` of generations ``pool`` with the
+    highest ``member_score`` and measure how close kept and rejected ones lie to ``training``,
+    beside real held-out images (``reference``) that tell how close an unseen image happens to be.
+
+    Returns ``table`` (rows of ``closeness``), ``kept`` (bool [N]), ``copies`` (``near_copies``
+    of the pool) and ``p_value``: one-sided Mann-Whitney, kept closer (smaller d_1) than rejected.
+    """
+    from scipy.stats import mannwhitneyu
+
+    if not 0 < keep_fraction < 1:
+        raise ValueError(f"keep_fraction must lie in (0, 1), not {keep_fraction}.")
+    kept = member_score >= np.quantile(member_score, 1 - keep_fraction)
+    copies = near_copies(pool, training, ratio=ratio)
+    table = {"kept by the probe": closeness(copies, kept), "all generations": closeness(copies),
+             "rejected by the probe": closeness(copies, ~kept),
+             "external real images": closeness(near_copies(reference, training, ratio=ratio))}
+    p_value = float(mannwhitneyu(copies["d1"][kept], copies["d1"][~kept], alternative="less").pvalue)
+    return {"table": table, "kept": kept, "copies": copies, "p_value": p_value}

@@ -91,6 +91,56 @@ def evaluate(attack, model: DiffusionModel, sets: MembershipSets, grid: Iterable
             "scores": scores, "cost": cost}
 
 
+def evaluate_victims(victims: Iterable[str], attack, grid=None, *, device="auto", batch_size: int = 256,
+                     seed: int = 0, n_boot: int = 1000, **hyper) -> dict[str, dict]:
+    """``evaluate`` on each zoo victim (``zoo:NAME``) with its own members and non-members.
+
+    Returns {spec: result}; each result's ``victim`` holds the data set, the member count and
+    the image shape, for the row labels.
+    """
+    from . import specs  # the harness sits above the specs; the low layers never see them
+
+    out = {}
+    for spec in victims:
+        model = specs.load_model(spec, device=device, batch_size=batch_size)
+        sets = specs.load_membership_sets(f"{spec}/members", f"{spec}/nonmembers", model=model, seed=seed)
+        result = evaluate(attack, model, sets, grid, n_boot=n_boot, boot_seed=seed, **hyper)
+        recipe = specs.recipe(spec)
+        result["victim"] = {"dataset": recipe.dataset if recipe else "folder", "shape": model.sample_shape,
+                            "members": len(sets.members_cal) + len(sets.members_eval)}
+        out[spec] = result
+    return out
+
+
+def latent_study(pixel: DiffusionModel, latents: Mapping[str, tuple], sets: MembershipSets,
+                 attacks: Mapping[str, tuple], n_boot: int = 1000, seed: int = 0,
+                 sampled: Iterable[str] = ()) -> dict[str, dict[str, dict]]:
+    """Chapter 05's measurements: each attack of ``attacks`` ({row: (attack, grid, hyper)}) on the
+    pixel model, and on each latent model of ``latents`` ({label: (model, LatentCodec)}) through
+    its encoder: on the posterior means μ(x), and for the attacks named in ``sampled`` also on a
+    sampled latent μ(x) + σ(x)·n (n seeded by the image's content). Each row carries
+    ``encoder_passes`` per image and the oracle AUC. Returns {model label: {attack: row}}.
+    """
+    def rows(model, parts, encoder_passes=0.0, which=None):
+        out = {}
+        for name, (attack, grid, hyper) in attacks.items():
+            if which is None or name in which:
+                res = evaluate(attack, model, parts, grid, n_boot=n_boot, boot_seed=seed, **hyper)
+                out[name] = {**res["honest"], "oracle_auc": res["oracle"]["auc"], "encoder_passes": encoder_passes}
+        return out
+
+    parts = sets.parts()
+    results = {"pixel DDPM": rows(pixel, sets)}
+    for label, (model, codec) in latents.items():
+        for mode, name, which in (("mean", label, None), ("sample", f"{label}, sampled latent", list(sampled))):
+            if which == []:
+                continue
+            codec.encoder_queries = 0
+            z = MembershipSets(**{k: codec.encode(x, mode=mode, seed=seed) for k, x in parts.items()})
+            results[name] = rows(model, z, codec.encoder_queries / sum(len(x) for x in parts.values()), which)
+    return results
+
+
 def chosen_scores(result: dict, part: str) -> np.ndarray:
     """The scores of one part at the setting the calibration split chose."""
     return result["scores"][part][result["honest"]["setting"]]

@@ -24,6 +24,8 @@ import torch
 from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
+from .noise import draw, generators
+
 
 def vae_config(sample_size: int = 8, channels: int = 1, latent_channels: int = 2,
                block_out_channels: tuple[int, ...] = (32, 64)) -> dict:
@@ -112,18 +114,20 @@ class LatentCodec:
         return (c.latent_channels, side, side)
 
     @torch.no_grad()
-    def encode(self, images: torch.Tensor, mode: str = "mean", generator: torch.Generator | None = None) -> torch.Tensor:
+    def encode(self, images: torch.Tensor, mode: str = "mean", seed: int = 0) -> torch.Tensor:
         """Scaled latents [N, c, h, w] on the CPU: ``mode="mean"`` the posterior mean μ(x)
-        (deterministic), ``"sample"`` μ + σ·n with n from ``generator`` (seeded, CPU)."""
+        (deterministic), ``"sample"`` μ + σ·n with n drawn for each image from (``seed``, the
+        image's content): the same latent whatever the batch, the order or the device."""
         if mode not in ("mean", "sample"):
             raise ValueError(f"mode must be 'mean' or 'sample', not {mode!r}.")
         out = []
         for i in range(0, len(images), self.batch_size):
-            post = self.vae.encode(images[i:i + self.batch_size].float().to(self.device)).latent_dist
+            batch = images[i:i + self.batch_size].float()
+            post = self.vae.encode(batch.to(self.device)).latent_dist
             z = post.mean
             if mode == "sample":
-                gen = generator if generator is not None else torch.Generator().manual_seed(0)
-                z = z + post.std * torch.randn(z.shape, generator=gen).to(self.device)
+                n = draw(generators(batch, seed, salt="latent"), tuple(z.shape[1:]))
+                z = z + post.std * n.to(self.device)
             out.append(z.cpu() * self.scale)
             self.encoder_queries += len(z)
         return torch.cat(out)

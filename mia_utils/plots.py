@@ -167,6 +167,29 @@ def bands_vs_t(ts, groups: dict, ax=None, ylabel: str = "value", log_y: bool = T
     return ax
 
 
+def confusions(rows: dict, names, figsize=(11, 4)):
+    """The confusion matrices of some multi-class probe rows (``probes.Groups.multiclass``), side by side."""
+    fig, axes = plt.subplots(1, len(names), figsize=figsize, squeeze=False)
+    for ax, name in zip(axes[0], names):
+        confusion(rows[name]["confusion"], rows[name]["classes"], ax=ax, title=name)
+    fig.tight_layout()
+    return fig
+
+
+def loss_bands(ts, bands: dict, colors: dict | None = None, reference: str = "members"):
+    """Two panels: L_t's median and quartiles over t per group, and the same divided by the
+    ``reference`` group's median at each t (1: "as low as a training image")."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    bands_vs_t(ts, bands, ax=axes[0], ylabel=r"$L_t$ (median, quartiles)", colors=colors,
+               title="the model's loss along the trajectory")
+    median = np.median(bands[reference], axis=0)
+    bands_vs_t(ts, {k: v / median for k, v in bands.items()}, ax=axes[1], colors=colors,
+               ylabel=rf"$L_t$ / {reference}' median", title=f"relative to the {reference}")
+    axes[1].axhline(1, color="0.4", lw=1, ls=":")
+    fig.tight_layout()
+    return fig
+
+
 def confusion(cm, classes, ax=None, title: str | None = None):
     """A confusion matrix, rows (true class) normalised to 1, as an annotated heatmap."""
     cm = np.asarray(cm, dtype=float)
@@ -217,5 +240,35 @@ def auc_bars(panels: dict, figsize=(7, 5.5)):
         ax.set(xlim=(0.3, 1.0), title=title)
         ax.invert_yaxis()
     axes[-1, 0].set_xlabel("AUC (95 % CI)")
+    fig.tight_layout()
+    return fig
+
+
+def privacy_utility(results: dict, quality: dict, attacks, what: str = "images", key: str = "SimA p=4"):
+    """Chapter 05's figure from ``harness.latent_study`` and ``quality.latent_quality``: each
+    attack's AUC (95 % CI band) against the latent models (dotted: the pixel model), and the
+    ``key`` attack's AUC against sample recall, the pixel model starred."""
+    latents = [k for k in quality if k in results and k != "pixel DDPM"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    xs = np.arange(len(latents))
+    for attack, color in zip(attacks, LINE_COLORS):
+        axes[0].plot(xs, [results[b][attack]["auc"] for b in latents], marker="o", color=color, label=attack)
+        axes[0].fill_between(xs, [results[b][attack]["auc_ci"][0] for b in latents],
+                             [results[b][attack]["auc_ci"][1] for b in latents], color=color, alpha=0.12, lw=0)
+        axes[0].axhline(results["pixel DDPM"][attack]["auc"], color=color, ls=":", lw=1.2)
+    axes[0].axhline(0.5, ls="--", color="0.6", lw=1)
+    axes[0].set_xticks(xs, latents)
+    axes[0].set(ylabel="AUC (honest)", title="leakage against β (dotted: the pixel DDPM)")
+    axes[0].legend(fontsize="small")
+    recall = [quality[b]["recall"] for b in latents]
+    auc = [results[b][key]["auc"] for b in latents]
+    axes[1].scatter(recall, auc, color=LINE_COLORS[0])
+    for b, r, a in zip(latents, recall, auc):
+        axes[1].annotate(b, (r, a), textcoords="offset points", xytext=(4, 4), fontsize="small")
+    axes[1].scatter([quality["pixel DDPM"]["recall"]], [results["pixel DDPM"][key]["auc"]], marker="*", s=120,
+                    color=COLORS["members"], label="pixel DDPM")
+    axes[1].set(xlabel=f"sample quality: recall (coverage of real {what})", ylabel=f"{key} AUC (honest)",
+                title="privacy against utility")
+    axes[1].legend(fontsize="small")
     fig.tight_layout()
     return fig

@@ -95,6 +95,13 @@ def multiclass(x_dev: np.ndarray, y_dev: Sequence, x_eval: np.ndarray, y_eval: S
 
 
 # ---------------------------------------------------------------------- groups of images
+def dev_eval(sets, n_dev: int) -> dict:
+    """The two groups of a ``MembershipSets`` as (development, evaluation) pairs: the first
+    ``n_dev`` calibration images of each side for fitting probes, the evaluation parts whole."""
+    return {"members": (sets.members_cal[:n_dev], sets.members_eval),
+            "external": (sets.nonmembers_cal[:n_dev], sets.nonmembers_eval)}
+
+
 BLIND = "model-blind (pixels)"
 
 
@@ -159,3 +166,62 @@ class Groups:
         rows["model-blind probe (pixels)"] = membership(*x, seed=seed, n_boot=n_boot, queries_per_image=0,
                                                         backward_per_image=0, access="no model")
         return rows
+
+    def loss_threshold(self, ts: Sequence[int], members: str = "members", external: str = "external",
+                       flag: Sequence[str] = (), seed: int = 0, n_boot: int = 1000) -> dict:
+        """The loss attack (score −L_t, no new query) as an auditor would run it: t chosen on the
+        development parts of ``members`` against ``external``, a threshold at 1 % development FPR,
+        and the share of each group of ``flag`` (evaluation parts) that it calls "member", and the
+        share whose loss lies below the members' median.
+
+        Returns ``attack`` (``metrics.honest_and_oracle``), ``t``, ``flagged``, ``below_median``
+        and ``scores`` ({group: (development, evaluation) {t: −L_t}}).
+        """
+        scores = {name: tuple({t: -f.values["loss"][:, i] for i, t in enumerate(ts)} for f in pair)
+                  for name, pair in self.feats.items()}
+        attack = metrics.honest_and_oracle(scores[members][0], scores[external][0], scores[members][1],
+                                           scores[external][1], n_boot=n_boot, seed=seed, queries_per_image=1)
+        t = attack["honest"]["setting"]
+        threshold = attack["honest"]["calibrated_at_1pct_fpr"]["threshold"]
+        median = np.median(scores[members][1][t])
+        groups = [members, external, *flag]
+        return {"attack": attack, "t": t, "scores": scores,
+                "flagged": {g: float(np.mean(scores[g][1][t] > threshold)) for g in groups},
+                "below_median": {g: float(np.mean(scores[g][1][t] > median)) for g in flag}}
+
+    def allocation(self, ts: Sequence[int], window: int, T: int, members: str = "members",
+                   external: str = "external", seed: int = 0, n_boot: int = 1000) -> dict:
+        """Where to spend a budget of forward queries: an L_t probe on the time steps of each window
+        [a, a + window) of [0, T), every window cut to the budget of the smallest, against the same
+        budget spread uniformly over [0, T); plus the model-blind row. {row name: metrics row}."""
+        windows = {f"[{a}, {a + window})": [t for t in ts if a <= t < a + window] for a in range(0, T, window)}
+        budget = min(len(at) for at in windows.values())
+        if budget == 0:
+            raise ValueError(f"A window of {window} steps holds none of the time steps {list(ts)[:5]}…")
+        chosen = {name: at[:budget] for name, at in windows.items()}
+        chosen["uniform over [0, T)"] = list(ts)[:: max(1, len(ts) // budget)][:budget]
+        rows = {}
+        for name, at in chosen.items():
+            x = [self.feats[g][p].matrix(["loss"], ts=at) for p in (0, 1) for g in (members, external)]
+            rows[name] = membership(*x, seed=seed, n_boot=n_boot, queries_per_image=len(at), access="gray box")
+        x = [pixels(self.images[g][p]) for p in (0, 1) for g in (members, external)]
+        rows["model-blind probe (pixels)"] = membership(*x, seed=seed, n_boot=n_boot, queries_per_image=0,
+                                                        access="no model")
+        return rows
+
+
+def shift_study(model, sets, elsewhere: torch.Tensor, ts: Sequence[int], feature_sets: dict, window: int,
+                n_dev: int = 32, seed: int = 0, n_boot: int = 1000) -> tuple[dict, dict]:
+    """Chapter 04's allocation and distribution-shift questions on another victim: trajectory
+    features (``features.group_features``, L_t and ∇x) of its members, its non-members and a set
+    ``elsewhere`` collected differently (its first ``n_dev`` images for development); returns
+    (``Groups.allocation`` rows, {"same source": membership rows, "collected elsewhere": rows})."""
+    from .features import group_features
+
+    groups = {**dev_eval(sets, n_dev), "elsewhere": (elsewhere[:n_dev], elsewhere[n_dev:])}
+    feats, _ = group_features(model, groups, ts, seed=seed)
+    bank = Groups(groups, feats, {k: v for k, v in feature_sets.items() if "grad_theta" not in v[0]})
+    allocation = bank.allocation(ts, window, model.num_train_timesteps, seed=seed, n_boot=n_boot)
+    shift = {"same source": bank.membership("members", "external", seed=seed, n_boot=n_boot),
+             "collected elsewhere": bank.membership("members", "elsewhere", seed=seed, n_boot=n_boot)}
+    return allocation, shift

@@ -47,6 +47,11 @@ def display(spec) -> str:
     return spec if is_zoo(spec) else str(Path(spec).resolve())
 
 
+def recipe(spec):
+    """The zoo recipe of a ``zoo:`` spec (data set, split, training budget); None for a folder."""
+    return zoo.get_recipe(zoo_name(spec)) if is_zoo(spec) else None
+
+
 def load_model(spec, device: str | torch.device = "auto", batch_size: int = 256) -> DiffusionModel:
     """``models.load_model`` on the spec's folder."""
     return models.load_model(folder(spec), device=device, batch_size=batch_size)

@@ -172,3 +172,45 @@ def test_a_decompression_bomb_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # as if the file were gigapixels
     with pytest.raises(DataError, match="far larger than any diffusion model's input"):
         mu.load_image_folder(tmp_path / "bomb")
+
+
+def test_fashion_mnist_loads_as_16x16_from_the_idx_files():
+    """The real Fashion-MNIST (Debian's package): 60,000 + 10,000 images; each 16x16 pixel is the
+    mean of a 2x2 block of the 28x28 original padded to 32x32 (checked on the raw IDX bytes),
+    rounded to 8 bits; labels 0-9."""
+    import gzip
+
+    x, x_test = mu.data.load_dataset("fashion"), mu.data.load_dataset("fashion-test")
+    assert x.shape == (60000, 1, 16, 16) and x_test.shape == (10000, 1, 16, 16)
+    assert x.dtype == torch.float32 and x.min() == -1 and x.max() == 1
+    labels = mu.data.dataset_labels("fashion")
+    assert labels.shape == (60000,) and set(np.unique(labels)) == set(range(10))
+    raw = gzip.decompress((mu.data.FASHION_DIR / "t10k-images-idx3-ubyte.gz").read_bytes())
+    first = np.frombuffer(raw, np.uint8, count=28 * 28, offset=16).reshape(28, 28).astype(np.float64)
+    padded = np.pad(first, 2)
+    expected = np.round(padded.reshape(16, 2, 16, 2).mean(axis=(1, 3))) / 127.5 - 1
+    np.testing.assert_allclose(x_test[0, 0].double().numpy(), expected, atol=1e-6)
+    assert mu.data.FASHION_CLASSES[mu.data.dataset_labels("fashion-test")[0]] == "Ankle boot"  # the IDX's first
+    split = mu.data.make_split("fashion", n_members=20, seed=3)
+    assert split.images("members").shape == (20, 1, 16, 16)
+
+
+def test_a_missing_fashion_package_is_named(monkeypatch, tmp_path):
+    mu.data._fashion.cache_clear()
+    monkeypatch.setattr(mu.data, "FASHION_DIR", tmp_path)
+    try:
+        with pytest.raises(mu.DataError, match="apt-get install dataset-fashion-mnist"):
+            mu.data.load_dataset("fashion")
+    finally:
+        mu.data._fashion.cache_clear()
+    with pytest.raises(mu.DataError, match="choose one of"):
+        mu.data.load_dataset("cifar10")
+
+
+def test_idx_reader_refuses_a_non_byte_file(tmp_path):
+    import gzip
+
+    bad = tmp_path / "bad.gz"
+    bad.write_bytes(gzip.compress((0x0D03).to_bytes(4, "big") + bytes(12)))  # 0x0D: float IDX
+    with pytest.raises(mu.DataError, match="unsigned-byte IDX"):
+        mu.data._read_idx(bad)

@@ -18,13 +18,14 @@ TINY = {
                      "n_boot": 20},
     "04_trajectories": {"n_dev": 4, "n_generated": 12, "feature_stride": 250, "theta_stride": 500, "ddpm_steps": 10,
                         "ddim_steps": 5, "generators": {}, "window": 500, "n_extract": 20, "keep_fraction": 0.25,
-                        "n_boot": 20},
+                        "replication": None, "n_boot": 20},
     # the base model of chapter 06 must match the target's shape: the test checkpoint stands in for it
     "06_noise_probe": {"base": "<checkpoint>", "inversion_steps": 4, "generation_steps": 3, "t_starts": [200, 999],
                        "sima_ts": [10], "pia_ts": [100], "n_boot": 20},
     "05_latent": {"latent_models": ["<ldm>"], "sima_ts": [10, 50], "loss_ts": [50], "n_noise": 1, "pia_ts": [100],
-                  "n_samples": 8, "ddim_steps": 3, "n_boot": 20},
-    "02_sima": {"ts": [0, 50], "n_noise": 1, "n_generated": 8, "ddpm_steps": 10, "ddim_steps": 5, "n_boot": 20},
+                  "n_samples": 8, "ddim_steps": 3, "replication": None, "n_boot": 20},
+    "02_sima": {"ts": [0, 50], "n_noise": 1, "n_generated": 8, "ddpm_steps": 10, "ddim_steps": 5, "other_victims": [],
+                "n_boot": 20},
 }
 
 

@@ -140,3 +140,68 @@ def test_specs_resolve_zoo_names_and_folders(tiny_recipe, tmp_path):
     assert mu.specs.folder("zoo:test-tiny") == mu.zoo.path_of("test-tiny")
     assert mu.specs.folder(str(tmp_path)) == tmp_path and mu.specs.snapshots(str(tmp_path)) == {}
     assert mu.specs.training_log(str(tmp_path)) is None
+
+
+def test_parallel_build_gives_the_weights_of_a_sequential_build(tiny_recipe, tmp_path, monkeypatch):
+    """build_all with 2 jobs (spawned processes, one thread each) trains a model after the model it
+    depends on, and gives tensor for tensor the weights of build one at a time."""
+    from mia_utils.zoo.cache import build_all, dependencies, missing
+
+    other = Recipe(name="test-tiny2", description="another", n_members=40, unet=tiny_recipe.unet,
+                   train=TrainConfig(steps=6, batch_size=16, seed=1, log_every=3))
+    ft = Recipe(name="test-ft2", description="fine-tune", n_members=40, init="test-tiny", unet=tiny_recipe.unet,
+                train=TrainConfig(steps=3, batch_size=16, log_every=1))
+    names = ["test-tiny", "test-tiny2", "test-ft2"]
+    for r in (other, ft):
+        mu.zoo.register(r)
+    try:
+        assert dependencies("test-ft2") == ["test-tiny"]
+        assert missing(["test-ft2"]) == ["test-tiny", "test-ft2"]  # dependencies first
+        sequential = {n: _weights(mu.zoo.build(n, progress=False)) for n in names}
+        monkeypatch.setenv("MIA_ZOO_DIR", str(tmp_path / "zoo2"))
+        lines = []
+        folders = build_all(["test-ft2", "test-tiny2"], jobs=2, report=lines.append)
+        assert lines[0].startswith("zoo: training 3 model(s)") and len(lines) == 4
+        assert all(str(f).startswith(str(tmp_path / "zoo2")) for f in folders.values())
+        for name in names:
+            parallel = _weights(mu.zoo.path_of(name))
+            assert all(torch.equal(sequential[name][k], parallel[k]) for k in parallel), name
+    finally:
+        for r in (other, ft):
+            mu.zoo.RECIPES.pop(r.name)
+
+
+def test_training_uses_one_thread_whatever_the_caller_set(tiny_recipe):
+    from mia_utils.zoo.recipes import TRAIN_THREADS
+
+    before = torch.get_num_threads()
+    seen = []
+    original = mu.zoo.cache.train_ddpm
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    mu.zoo.cache.train_ddpm = spy
+    try:
+        mu.zoo.build(tiny_recipe, progress=False)
+    finally:
+        mu.zoo.cache.train_ddpm = original
+    assert seen == [TRAIN_THREADS] and torch.get_num_threads() == before
+
+
+def test_every_zoo_recipe_has_a_time_estimate_and_known_dependencies():
+    from mia_utils.zoo.cache import dependencies, estimated_seconds
+
+    for name in mu.zoo.RECIPES:
+        assert estimated_seconds(name) > 0
+        assert all(d in mu.zoo.RECIPES for d in dependencies(name))
+
+
+def test_evaluate_victims_runs_the_harness_on_each_zoo_victim_with_its_own_split(tiny_recipe):
+    out = mu.harness.evaluate_victims(["zoo:test-tiny"], "sima", [10, 50], device="cpu", n_boot=0, p=4)
+    model = mu.load_model("zoo:test-tiny", device="cpu")
+    sets = mu.load_membership_sets("zoo:test-tiny/members", "zoo:test-tiny/nonmembers", model=model)
+    expected = mu.harness.evaluate("sima", model, sets, [10, 50], n_boot=0, p=4)
+    assert out["zoo:test-tiny"]["honest"]["auc"] == expected["honest"]["auc"]
+    assert out["zoo:test-tiny"]["victim"] == {"dataset": "digits", "shape": (1, 8, 8), "members": 40}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from .cache import build, folder_of, is_cached, path_of
+from .cache import build, build_all, folder_of, is_cached, path_of
 from .recipes import RECIPES
 
 
@@ -22,15 +22,19 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("names", nargs="*")
     b.add_argument("--force", action="store_true", help="retrain even when cached")
     b.add_argument("--device", default="auto")
+    b.add_argument("--jobs", type=int, default=1, help="models trained side by side, one thread each (default 1)")
     sub.add_parser("list", help="the recipes and their cache state")
     p = sub.add_parser("path", help="print a victim's folder (training it if needed)")
     p.add_argument("name")
     args = parser.parse_args(argv)
     if args.cmd == "build":
-        for name in args.names or list(RECIPES):
-            t0 = time.perf_counter()
-            folder = build(name, force=args.force, device=args.device)
-            print(f"{name}: {folder} ({time.perf_counter() - t0:.1f} s)")
+        if args.force:
+            for name in args.names or list(RECIPES):
+                build(name, force=True, device=args.device)
+        t0 = time.perf_counter()
+        for name, folder in build_all(args.names or None, jobs=args.jobs, device=args.device).items():
+            print(f"{name}: {folder}")
+        print(f"zoo ready in {time.perf_counter() - t0:.0f} s")
     elif args.cmd == "list":
         for name, r in RECIPES.items():
             state = "cached" if is_cached(r) else "not built"

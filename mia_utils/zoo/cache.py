@@ -8,10 +8,13 @@ build never looks cached.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import multiprocessing
 import os
 import shutil
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,7 +25,7 @@ from ..data import Split
 from ..latent import LatentCodec, latent_scale, train_vae
 from ..models import DiffusionModel, default_scheduler, load_model
 from ..train import train_ddpm
-from .recipes import Recipe, VAERecipe, get_recipe
+from .recipes import RECIPES, TRAIN_THREADS, Recipe, VAERecipe, get_recipe
 
 
 def zoo_dir() -> Path:
@@ -38,6 +41,21 @@ def is_cached(recipe: Recipe | VAERecipe) -> bool:
     return (folder_of(recipe) / "DONE").is_file()
 
 
+@contextlib.contextmanager
+def _training_threads():
+    """Every zoo model trains on ONE intra-op thread (``recipes.TRAIN_THREADS``): the thread count
+    changes the order of float sums, so a model trained on 2 threads differs from one trained on 1
+    in the 4th decimal; fixed, a recipe gives the same weights whether ``build_all`` trains one
+    model at a time or two side by side (two 1-thread trainings on 2 cores run 1.3x faster than
+    one 2-thread training of the 8x8 models, measured)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(TRAIN_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _cached(final: Path, force: bool, make) -> Path:
     """Build into a temporary folder with ``make(tmp)``, then rename it to ``final`` (so an
     interrupted build never looks cached); return ``final`` at once when it is cached."""
@@ -45,7 +63,8 @@ def _cached(final: Path, force: bool, make) -> Path:
         return final
     tmp = final.with_name(final.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    make(tmp)
+    with _training_threads():
+        make(tmp)
     (tmp / "DONE").write_text("")
     if final.exists():
         shutil.rmtree(final)
@@ -138,3 +157,84 @@ def snapshots(name: str) -> dict[int, Path]:
     out = {int(p.name.split("_")[1]): p for p in sorted((root / "snapshots").glob("step_*"))}
     out[recipe.train.steps] = root
     return dict(sorted(out.items()))
+
+
+def dependencies(name: str) -> list[str]:
+    """The zoo models a recipe needs built first: its initial weights, its first stage."""
+    recipe = get_recipe(name)
+    if isinstance(recipe, VAERecipe):  # its .vae is an AutoencoderKL config, not a zoo name
+        return []
+    return [d for d in (recipe.init, recipe.vae) if d is not None]
+
+
+def missing(names: list[str] | None = None) -> list[str]:
+    """The named models (all when None) and what they depend on that is not cached, dependencies first."""
+    out: list[str] = []
+
+    def visit(name: str) -> None:
+        for dep in dependencies(name):
+            visit(dep)
+        if name not in out and not is_cached(get_recipe(name)):
+            out.append(name)
+
+    for name in names or list(RECIPES):
+        visit(name)
+    return out
+
+
+def _build_one(name: str, zoo: str, device: str, recipes: dict) -> tuple[str, str, float]:
+    # a spawned worker: the parent's cache folder and recipes (those registered at run time too)
+    os.environ["MIA_ZOO_DIR"] = zoo
+    RECIPES.update(recipes)
+    t0 = time.perf_counter()
+    folder = build(name, progress=False, device=device)
+    return name, str(folder), time.perf_counter() - t0
+
+
+def build_all(names: list[str] | None = None, jobs: int = 2, device: str = "auto", report=print) -> dict[str, Path]:
+    """Train every named model (all when None) that is not cached, ``jobs`` at a time.
+
+    Each model trains in a process of its own on one thread; a model starts when the models it
+    depends on are cached; the longest trainings start first. The weights are those of
+    ``build`` one at a time (same thread count, same seeds). Returns name -> folder.
+    """
+    todo = missing(names)
+    if todo:
+        minutes = sum(estimated_seconds(n) for n in todo) / 60 / max(1, min(jobs, len(todo)))
+        report(f"zoo: training {len(todo)} model(s) ({', '.join(todo)}), about {minutes:.0f} min with {jobs} "
+               f"job(s) on a 2-core machine; cached afterwards in {zoo_dir()}")
+    if jobs <= 1 or len(todo) <= 1:
+        for name in todo:
+            t0 = time.perf_counter()
+            build(name, device=device)
+            report(f"zoo: {name} trained in {time.perf_counter() - t0:.0f} s")
+    else:
+        pending, running = list(todo), {}
+        # spawn, not fork: a forked copy of a process that has run torch can deadlock in its thread pools
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            while pending or running:
+                ready = [n for n in pending if all(is_cached(get_recipe(d)) for d in dependencies(n))]
+                for name in sorted(ready, key=estimated_seconds, reverse=True)[: jobs - len(running)]:
+                    pending.remove(name)
+                    running[pool.submit(_build_one, name, str(zoo_dir()), device, dict(RECIPES))] = name
+                if not running:
+                    raise RuntimeError(f"zoo: cannot order {pending}: a dependency is neither cached nor pending")
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    name, _, seconds = future.result()  # a failed training raises here, naming itself
+                    del running[future]
+                    report(f"zoo: {name} trained in {seconds:.0f} s")
+    return {n: folder_of(get_recipe(n)) for n in (names or list(RECIPES))}
+
+
+def estimated_seconds(name: str) -> float:
+    """A rough training time on one thread of the 2-core CI machine, for the announcement only:
+    optimiser steps x (a fixed cost + a cost per pixel of the batch), both fitted to measured
+    zoo trainings (``python benchmarks/bench_book.py`` prints the measured ones)."""
+    recipe = get_recipe(name)
+    config = recipe.vae if isinstance(recipe, VAERecipe) else recipe.unet
+    work = recipe.train.batch_size * config["sample_size"] ** 2 * config["in_channels"] * config["block_out_channels"][0]
+    attention = 1.3 if any("Attn" in b for b in config["down_block_types"]) else 1.0
+    # measured on 1 thread: 8x8 digits UNet at batch 64, 0.128 s a step; 16x16 Fashion UNet 0.204 s;
+    # a 16x16 β-VAE (widths 32, 64, 64) 0.375 s: about 0.05 s + 6e-7 s per (image x pixel x first width)
+    return recipe.train.steps * (0.05 + 6e-7 * work) * attention

@@ -1,0 +1,137 @@
+"""The chapters' studies in the package (chapters 02, 04, 05), each against an independent computation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+import mia_utils as mu
+from mia_utils.features import FeatureSet
+
+TS = [0, 100, 200, 300, 400, 500]
+
+
+def _groups(seed: int = 0, n_dev: int = 12, n_ev: int = 30):
+    """Synthetic L_t features: members lower at small t only; a group "low" lower everywhere."""
+    rng = np.random.default_rng(seed)
+    shift = {"members": np.array([-0.8, -0.6, -0.3, 0, 0, 0]), "external": np.zeros(6), "low": np.full(6, -2.0)}
+    feats, images = {}, {}
+    for name, d in shift.items():
+        pair = []
+        for n in (n_dev, n_ev):
+            pair.append(FeatureSet(TS, {"loss": np.exp(d + rng.normal(0, 0.5, (n, 6)))}))
+        feats[name] = tuple(pair)
+        images[name] = (torch.rand(n_dev, 1, 4, 4) * 2 - 1, torch.rand(n_ev, 1, 4, 4) * 2 - 1)
+    return mu.probes.Groups(images, feats, {"L_t": (["loss"], TS, len(TS), 0)})
+
+
+def test_loss_threshold_chooses_t_on_development_and_flags_at_its_threshold():
+    bank = _groups()
+    out = bank.loss_threshold(TS, flag=("low",), n_boot=0)
+    dev = {t: roc_auc_score(np.r_[np.ones(12), np.zeros(12)],
+                            -np.r_[bank.feats["members"][0].values["loss"][:, i],
+                                   bank.feats["external"][0].values["loss"][:, i]]) for i, t in enumerate(TS)}
+    assert out["t"] == max(dev, key=dev.get)  # brute force over t on the development parts
+    i = TS.index(out["t"])
+    # the threshold lets through at most 1 % of development external images
+    threshold = out["attack"]["honest"]["calibrated_at_1pct_fpr"]["threshold"]
+    assert np.mean(-bank.feats["external"][0].values["loss"][:, i] > threshold) <= 0.01
+    for g in ("members", "external", "low"):
+        expected = np.mean(-bank.feats[g][1].values["loss"][:, i] > threshold)
+        assert out["flagged"][g] == pytest.approx(expected)
+    assert out["flagged"]["low"] > out["flagged"]["members"]  # lower loss everywhere: flagged more
+    median = np.median(bank.feats["members"][1].values["loss"][:, i])
+    assert out["below_median"]["low"] == pytest.approx(np.mean(bank.feats["low"][1].values["loss"][:, i] < median))
+
+
+def test_allocation_cuts_every_window_to_one_budget():
+    bank = _groups()
+    rows = bank.allocation(TS, window=200, T=600, n_boot=0)
+    assert list(rows) == ["[0, 200)", "[200, 400)", "[400, 600)", "uniform over [0, T)", "model-blind probe (pixels)"]
+    assert {rows[k]["queries_per_image"] for k in list(rows)[:4]} == {2}
+    assert rows["[0, 200)"]["auc"] > rows["[400, 600)"]["auc"]  # the signal sits at small t here
+    assert rows["model-blind probe (pixels)"]["queries_per_image"] == 0
+    with pytest.raises(ValueError, match="holds none"):
+        bank.allocation(TS, window=50, T=600)
+
+
+def test_screen_keeps_the_top_fraction_and_measures_closeness():
+    rng = torch.Generator().manual_seed(0)
+    train = torch.rand(20, 1, 4, 4, generator=rng)
+    copies = train[:5] + 0.001 * torch.randn(5, 1, 4, 4, generator=rng)  # near-copies of 5 training images
+    pool = torch.cat([copies, torch.rand(15, 1, 4, 4, generator=rng)])
+    score = np.r_[np.full(5, 10.0), np.zeros(15)] + np.linspace(0, 0.1, 20)
+    out = mu.extraction.screen(pool, score, train, torch.rand(10, 1, 4, 4, generator=rng), keep_fraction=0.25)
+    assert out["kept"].sum() == 5 and out["kept"][:5].all()
+    assert out["table"]["kept by the probe"]["near-copies (%)"] == 100.0
+    d1 = torch.cdist(pool.flatten(1).double(), train.flatten(1).double()).min(1).values.numpy()
+    np.testing.assert_allclose(out["copies"]["d1"], d1, rtol=1e-9)
+    assert out["p_value"] < 0.01
+    with pytest.raises(ValueError, match="keep_fraction"):
+        mu.extraction.screen(pool, score, train, train, keep_fraction=1.0)
+
+
+def test_class_sample_draws_only_the_classes_asked_and_excludes_hashes():
+    labels = mu.data.dataset_labels("digits")
+    x = mu.data.class_sample("digits", [3, 7], 50, seed=1)
+    data = mu.data.load_digits_images()
+    index = {h: i for i, h in enumerate(mu.data.image_hashes(data))}
+    drawn = [index[h] for h in mu.data.image_hashes(x)]
+    assert set(labels[drawn]) <= {3, 7} and len(set(drawn)) == 50
+    banned = mu.data.image_hashes(x[:10])
+    y = mu.data.class_sample("digits", [3, 7], 50, seed=1, exclude=banned)
+    assert not set(banned) & set(mu.data.image_hashes(y))
+    assert torch.equal(x, mu.data.class_sample("digits", [3, 7], 50, seed=1))  # seeded
+    with pytest.raises(mu.DataError, match="has"):
+        mu.data.class_sample("digits", [3], 1000)
+
+
+def test_latent_study_scores_the_encoded_parts_and_counts_encoder_passes(tiny_model, digits):
+    """The latent rows equal the harness on latents encoded by hand; the sampled latent is the
+    content-seeded draw; every row reports one encoder pass per image."""
+    from diffusers import AutoencoderKL
+
+    from mia_utils.latent import LatentCodec, vae_config
+    from mia_utils.models import DiffusionModel, default_scheduler
+    from tests.conftest import tiny_unet
+
+    torch.manual_seed(0)
+    codec = LatentCodec(AutoencoderKL(**vae_config(block_out_channels=(8, 16))), scale=1.3)
+    latent_model = DiffusionModel(tiny_unet(channels=2, size=4), default_scheduler(clip_sample=False), device="cpu")
+    latent_model.input_range = None
+    x = digits[:40]
+    sets = mu.data.MembershipSets(members_cal=x[:10], members_eval=x[10:20], nonmembers_cal=x[20:30],
+                                  nonmembers_eval=x[30:40])
+    attacks = {"SimA": ("sima", [10, 50], {"p": 4})}
+    out = mu.harness.latent_study(tiny_model, {"β = 1": (latent_model, codec)}, sets, attacks, n_boot=0,
+                                  sampled=["SimA"])
+    assert list(out) == ["pixel DDPM", "β = 1", "β = 1, sampled latent"]
+    by_hand = mu.data.MembershipSets(**{k: codec.encode(v) for k, v in sets.parts().items()})
+    expected = mu.harness.evaluate("sima", latent_model, by_hand, [10, 50], n_boot=0, p=4)["honest"]
+    assert out["β = 1"]["SimA"]["auc"] == expected["auc"] and out["β = 1"]["SimA"]["encoder_passes"] == 1.0
+    # a sampled latent is the same for an image whatever the batch it is encoded in
+    alone = codec.encode(x[3:4], mode="sample", seed=0)
+    assert torch.allclose(codec.encode(x[:8], mode="sample", seed=0)[3:4], alone, atol=1e-6)
+    assert not torch.allclose(alone, codec.encode(x[3:4]))
+
+
+def test_latent_quality_rows_are_the_measures_they_name(digits):
+    from diffusers import AutoencoderKL
+
+    from mia_utils.latent import LatentCodec, vae_config
+    from mia_utils.models import DiffusionModel, default_scheduler
+    from tests.conftest import tiny_unet
+
+    torch.manual_seed(0)
+    codec = LatentCodec(AutoencoderKL(**vae_config(block_out_channels=(8, 16))))
+    latent_model = DiffusionModel(tiny_unet(channels=2, size=4), default_scheduler(clip_sample=False), device="cpu")
+    held_out, real, pixel_samples = digits[:30], digits[30:60], digits[60:90]
+    rows, samples = mu.quality.latent_quality(pixel_samples, {"β": (latent_model, codec)}, held_out, real, n=6,
+                                              ddim_steps=2)
+    assert rows["pixel DDPM"]["precision"] == mu.quality.precision_recall(pixel_samples, held_out)["precision"]
+    assert rows["real images (calibration non-members)"]["recall"] == mu.quality.precision_recall(real, held_out)["recall"]
+    error = ((codec.decode(codec.encode(held_out)) - held_out) ** 2).sum((1, 2, 3)).mean()
+    assert rows["β"]["reconstruction MSE"] == pytest.approx(float(error))
+    assert samples["β"].shape == (6, 1, 8, 8)
