@@ -28,15 +28,18 @@ def main() -> None:
     for name, sec in times.items():
         print(f"{name:28s} {sec:8.1f}")
     print(f"{'whole book (run + build)':28s} {sum(times.values()):8.1f}  = {sum(times.values()) / 60:.1f} min")
-    print(f"\n{'zoo model (cached)':28s} {'training s':>10s}")
+    from mia_utils.zoo.cache import estimated_seconds
+
+    print(f"\n{'zoo model (cached)':28s} {'training s':>10s} {'estimate s':>10s}")
     total = 0.0
     for name, recipe in mu.zoo.RECIPES.items():
+        estimate = estimated_seconds(name)
         if mu.zoo.is_cached(recipe):
             sec = json.loads((mu.zoo.folder_of(recipe) / "zoo.json").read_text()).get("train_seconds", float("nan"))
             total += sec
-            print(f"{name:28s} {sec:10.1f}")
+            print(f"{name:28s} {sec:10.1f} {estimate:10.0f}")
         else:
-            print(f"{name:28s} {'not built':>10s}")
+            print(f"{name:28s} {'not built':>10s} {estimate:10.0f}")
     print(f"{'all cached models':28s} {total:10.1f}  = {total / 60:.1f} min (each timed as it was trained, "
           "possibly beside other work)")
 

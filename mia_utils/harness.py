@@ -219,5 +219,6 @@ def multiclass_table(rows: Mapping[str, dict]):
     return pd.DataFrame.from_records([{
         "probe": name, "balanced accuracy [95 % CI]": format_ci(r, "balanced_accuracy"),
         **{f"recall: {c}": f"{v:.2f}" for c, v in r["recall"].items()},
-        "forward queries": f"{r['queries_per_image']:g}", "backward passes": f"{r['backward_per_image']:g}",
+        "access": r.get("access", ""), "forward queries": f"{r['queries_per_image']:g}",
+        "backward passes": f"{r['backward_per_image']:g}",
     } for name, r in rows.items()]).style.hide(axis="index")

@@ -149,9 +149,10 @@ class Groups:
                 xd, yd = self.matrix(names, kinds, at, 0, labels)
                 xe, ye = self.matrix(names, kinds, at, 1, labels)
                 rows[name], fitted[name] = multiclass(xd, yd, xe, ye, seed=seed, n_boot=n_boot, queries_per_image=fq,
-                                                      backward_per_image=bq)
+                                                      backward_per_image=bq, access=access(kinds))
         rows[BLIND], fitted[BLIND] = multiclass(*self.pixels(names, 0, labels), *self.pixels(names, 1, labels),
-                                                seed=seed, n_boot=n_boot, queries_per_image=0, backward_per_image=0)
+                                                seed=seed, n_boot=n_boot, queries_per_image=0, backward_per_image=0,
+                                                access="no model")
         return rows, fitted
 
     def membership(self, members: str, nonmembers: str, seed: int = 0, n_boot: int = 1000) -> dict:
