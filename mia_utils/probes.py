@@ -211,17 +211,21 @@ class Groups:
         return rows
 
 
-def shift_study(model, sets, elsewhere: torch.Tensor, ts: Sequence[int], feature_sets: dict, window: int,
-                n_dev: int = 32, seed: int = 0, n_boot: int = 1000) -> tuple[dict, dict]:
-    """Chapter 04's allocation and distribution-shift questions on another victim: trajectory
-    features (``features.group_features``, L_t and ∇x) of its members, its non-members and a set
-    ``elsewhere`` collected differently (its first ``n_dev`` images for development); returns
-    (``Groups.allocation`` rows, {"same source": membership rows, "collected elsewhere": rows})."""
+def shift_study(model, sets, elsewhere: torch.Tensor, ts: Sequence[int], window: int, n_dev: int = 32,
+                seed: int = 0, n_boot: int = 1000) -> tuple[dict, dict]:
+    """Chapter 04's allocation and distribution-shift questions on another victim, with L_t alone
+    (forward queries only): its members, its non-members and a set ``elsewhere`` collected
+    differently, each cut into ``n_dev`` development images and an evaluation part of the
+    members' size (so the three weigh alike). Returns (``Groups.allocation`` rows,
+    {"same source": membership rows, "collected elsewhere": membership rows})."""
     from .features import group_features
 
-    groups = {**dev_eval(sets, n_dev), "elsewhere": (elsewhere[:n_dev], elsewhere[n_dev:])}
-    feats, _ = group_features(model, groups, ts, seed=seed)
-    bank = Groups(groups, feats, {k: v for k, v in feature_sets.items() if "grad_theta" not in v[0]})
+    n_ev = len(sets.members_eval)
+    groups = {"members": (sets.members_cal[:n_dev], sets.members_eval),
+              "external": (sets.nonmembers_cal[:n_dev], sets.nonmembers_eval[:n_ev]),
+              "elsewhere": (elsewhere[:n_dev], elsewhere[n_dev:n_dev + n_ev])}
+    feats, _ = group_features(model, groups, ts, kinds=("loss",), seed=seed)
+    bank = Groups(groups, feats, {"L_t": (["loss"], list(ts), len(ts), 0)})
     allocation = bank.allocation(ts, window, model.num_train_timesteps, seed=seed, n_boot=n_boot)
     shift = {"same source": bank.membership("members", "external", seed=seed, n_boot=n_boot),
              "collected elsewhere": bank.membership("members", "elsewhere", seed=seed, n_boot=n_boot)}

@@ -135,3 +135,16 @@ def test_latent_quality_rows_are_the_measures_they_name(digits):
     error = ((codec.decode(codec.encode(held_out)) - held_out) ** 2).sum((1, 2, 3)).mean()
     assert rows["β"]["reconstruction MSE"] == pytest.approx(float(error))
     assert samples["β"].shape == (6, 1, 8, 8)
+
+
+def test_shift_study_cuts_groups_to_the_members_size_and_uses_forward_queries_only(tiny_model, digits):
+    sets = mu.data.MembershipSets(members_cal=digits[:10], members_eval=digits[10:20], nonmembers_cal=digits[20:30],
+                                  nonmembers_eval=digits[30:60])
+    elsewhere = mu.data.distribution_shift(digits[60:80], "shift")
+    tiny_model.reset_queries()
+    alloc, shift = mu.probes.shift_study(tiny_model, sets, elsewhere, [0, 250, 500, 750], window=500, n_dev=4,
+                                         n_boot=0)
+    assert tiny_model.queries == 3 * (4 + 10) * 4  # three groups of 4 + 10 images, 4 time steps, L_t only
+    assert list(shift) == ["same source", "collected elsewhere"]
+    assert shift["collected elsewhere"]["probe L_t"]["n_nonmembers"] == 10
+    assert alloc["uniform over [0, T)"]["queries_per_image"] == 2
