@@ -56,7 +56,7 @@ html: venv assets              ## rebuild the HTML from already executed noteboo
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
 test: venv data                ## unit tests and papermill smoke runs of every chapter
-	$(BIN)/python -m pytest -m "not browser"
+	$(BIN)/python -m pytest -m "not browser" --durations=12
 
 lint: venv                     ## ruff over the package, the tests and the benchmarks (line length 125)
 	$(BIN)/ruff check mia_utils tests benchmarks book/_ext
