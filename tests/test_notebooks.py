@@ -54,7 +54,9 @@ def test_chapter_runs_on_a_folder_checkpoint(source, tiny_checkpoint, tiny_ldm, 
     assert metrics["parameters"]["checkpoint"] == params["checkpoint"]
     for row in metrics["metrics"].values():
         assert 0 <= row["auc"] <= 1 and row["n_members"] == 8 and row["queries_per_image"] >= 0  # the oracle: 0
-    # the summary page reads what the chapter wrote
+    # the summary page reads what the chapter wrote (checked on the grey checkpoint: a kernel start saved per chapter)
+    if "tiny1x8" not in str(tiny_checkpoint["checkpoint"]):
+        return
     summary = mu.nbrun.run_notebook(mu.nbrun.ROOT / "book" / "summary.md", tmp_path / "summary.ipynb",
                                     parameters={"results_dir": str(tmp_path / "results")})
     outputs = [o.get("data", {}) for c in nbformat.read(summary, 4).cells if c.cell_type == "code"
