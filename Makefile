@@ -47,16 +47,16 @@ $(MATHJAX): book/package.json book/package-lock.json
 assets: $(MATHJAX)
 
 notebooks: zoo                 ## execute every chapter with papermill, no book build
-	$(BIN)/python -m mia_utils.nbrun book --no-build
+	$(BIN)/python -m mia_utils.nbrun book --no-build --jobs 2
 
 book: zoo assets               ## execute every chapter, then build _build/html (warnings are errors)
-	$(BIN)/python -m mia_utils.nbrun book
+	$(BIN)/python -m mia_utils.nbrun book --jobs 2
 
 html: venv assets              ## rebuild the HTML from already executed notebooks
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
 test: venv data                ## unit tests and papermill smoke runs of every chapter
-	$(BIN)/python -m pytest -m "not browser" --durations=12
+	$(BIN)/python -m pytest -m "not browser" -n 3 --durations=12
 
 lint: venv                     ## ruff over the package, the tests and the benchmarks (line length 125)
 	$(BIN)/ruff check mia_utils tests benchmarks book/_ext
@@ -69,8 +69,8 @@ check-book: venv browser-deps  ## open the built book in headless Chromium
 
 bench: zoo                     ## print the benchmarks' figures (no pass/fail)
 	$(BIN)/python benchmarks/bench_kde.py
-	$(BIN)/python benchmarks/bench_attacks.py
-	$(BIN)/python benchmarks/bench_features.py --stride 10
+	$(BIN)/python benchmarks/bench_attacks.py --repeats 3
+	$(BIN)/python benchmarks/bench_features.py --stride 20
 	$(BIN)/python benchmarks/bench_book.py
 
 clean:

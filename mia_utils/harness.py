@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterable, Mapping
 
 import numpy as np
+import torch
 
 from . import attacks as _attacks
 from .data import MembershipSets
@@ -110,6 +111,22 @@ def evaluate_victims(victims: Iterable[str], attack, grid=None, *, device="auto"
                             "members": len(sets.members_cal) + len(sets.members_eval)}
         out[spec] = result
     return out
+
+
+def class_shift_study(victim: str, elsewhere: str, classes: Iterable[int], ts, window: int, n_dev: int = 32, *,
+                      device="auto", batch_size: int = 256, seed: int = 0, n_boot: int = 1000) -> tuple[dict, dict]:
+    """Chapter 04's allocation and shift questions on another zoo victim (``probes.shift_study``):
+    its members, its non-members, and non-members "collected elsewhere": images of the data set
+    ``elsewhere`` of the given ``classes`` only, none of them a member (content hashes excluded)."""
+    from . import data, specs
+    from .probes import shift_study
+
+    model = specs.load_model(victim, device=device, batch_size=batch_size)
+    sets = specs.load_membership_sets(f"{victim}/members", f"{victim}/nonmembers", model=model, seed=seed)
+    member_hashes = data.image_hashes(torch.cat([sets.members_cal, sets.members_eval]))
+    other = data.class_sample(elsewhere, list(classes), n_dev + len(sets.members_eval), seed=seed,
+                              exclude=member_hashes)
+    return shift_study(model, sets, other, ts, window, n_dev, seed, n_boot)
 
 
 def latent_study(pixel: DiffusionModel, latents: Mapping[str, tuple], sets: MembershipSets,

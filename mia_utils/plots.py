@@ -15,6 +15,9 @@ COLORS = {
     "generated": "#7d3c98",   # purple: the model's own samples
     "public": "#7f8c8d",      # grey: public data
 }
+# chapter 04's groups by their names there: the same colours, DDIM's samples in orange
+COLORS.update({"external": COLORS["nonmembers"], "generated (DDPM)": COLORS["generated"],
+               "generated (DDIM)": "#d35400"})
 LINE_COLORS = sns.color_palette("colorblind")
 
 

@@ -29,6 +29,17 @@ TINY = {
 }
 
 
+def test_glue_takes_one_value_or_a_mapping_and_unwraps_numpy_scalars(monkeypatch):
+    import myst_nb
+    import numpy as np
+
+    calls = []
+    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display=False: calls.append((name, value, type(value))))
+    mu.nbrun.glue("one", np.int64(3))
+    mu.nbrun.glue({"a": np.float64(0.5), "b": "0.970 [0.953, 0.984]"})
+    assert calls == [("one", 3, int), ("a", 0.5, float), ("b", "0.970 [0.953, 0.984]", str)]
+
+
 def test_every_chapter_has_tiny_parameters():
     assert {p.stem for p in mu.nbrun.chapters()} == set(TINY)
 
@@ -64,3 +75,40 @@ def test_chapter_runs_on_a_folder_checkpoint(source, tiny_checkpoint, tiny_ldm, 
     html = "".join(d.get("text/html", "") for d in outputs)
     headings = "".join(d.get("text/markdown", "") for d in outputs)
     assert source.stem in headings and "AUC [95 % CI]" in html
+
+
+def test_run_book_runs_chapters_side_by_side_then_the_summary(tmp_path, monkeypatch):
+    """--jobs 2: every chapter once, kernels on one thread, the summary after all of them; a
+    chapter's failure is raised."""
+    import os
+    import threading
+
+    root = tmp_path / "book"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "book").mkdir()
+    for name in ("00_a", "01_b", "02_c"):
+        (root / "notebooks" / f"{name}.md").write_text("x")
+    (root / "book" / "summary.md").write_text("x")
+    order, running, most = [], [0], [0]
+    lock = threading.Lock()
+
+    def fake_run(src, parameters=None, cwd=None, progress=False):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        import time
+        time.sleep(0.2)
+        with lock:
+            running[0] -= 1
+            order.append(src.stem)
+        if src.stem.endswith("fail"):
+            raise RuntimeError("chapter failed")
+
+    monkeypatch.setattr(mu.nbrun, "run_notebook", fake_run)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    times = mu.nbrun.run_book(root, build=False, jobs=2)
+    assert sorted(order[:3]) == ["00_a", "01_b", "02_c"] and order[3] == "summary" and most[0] == 2
+    assert set(times) == {"00_a", "01_b", "02_c", "summary"} and os.environ["OMP_NUM_THREADS"] == "1"
+    (root / "notebooks" / "03_fail.md").write_text("x")
+    with pytest.raises(RuntimeError, match="chapter failed"):
+        mu.nbrun.run_book(root, build=False, jobs=2)

@@ -205,3 +205,44 @@ def test_evaluate_victims_runs_the_harness_on_each_zoo_victim_with_its_own_split
     expected = mu.harness.evaluate("sima", model, sets, [10, 50], n_boot=0, p=4)
     assert out["zoo:test-tiny"]["honest"]["auc"] == expected["honest"]["auc"]
     assert out["zoo:test-tiny"]["victim"] == {"dataset": "digits", "shape": (1, 8, 8), "members": 40}
+
+
+def test_class_shift_study_draws_elsewhere_from_the_classes_and_never_a_member(tiny_recipe, monkeypatch):
+    """harness.class_shift_study hands probes.shift_study non-members of the asked classes only,
+    none of them a member of the victim, n_dev + (members' evaluation size) of them."""
+    mu.zoo.build(tiny_recipe, progress=False)
+    seen = {}
+
+    def spy(model, sets, elsewhere, ts, window, n_dev, seed, n_boot):
+        seen.update(sets=sets, elsewhere=elsewhere, n_dev=n_dev)
+        return {}, {}
+
+    monkeypatch.setattr(mu.probes, "shift_study", spy)
+    mu.harness.class_shift_study("zoo:test-tiny", "digits", [3, 7], [0, 500], window=500, n_dev=4, device="cpu",
+                                 n_boot=0)
+    sets, elsewhere = seen["sets"], seen["elsewhere"]
+    assert len(elsewhere) == 4 + len(sets.members_eval)
+    members = set(mu.data.image_hashes(torch.cat([sets.members_cal, sets.members_eval])))
+    assert not members & set(mu.data.image_hashes(elsewhere))
+    by_hash = dict(zip(mu.data.image_hashes(mu.data.load_dataset("digits")), mu.data.dataset_labels("digits")))
+    assert {int(by_hash[h]) for h in mu.data.image_hashes(elsewhere)} <= {3, 7}
+
+
+def test_a_generated_set_asked_twice_at_once_is_sampled_once(tiny_recipe, monkeypatch):
+    """Chapters run side by side ask the zoo for the same set: the second waits for the first's."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    mu.zoo.build(tiny_recipe, progress=False)
+    calls, real = [], mu.sampling.sample
+
+    def slow(*args, **kwargs):
+        calls.append(1)
+        time.sleep(0.3)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mu.sampling, "sample", slow)
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(lambda _: mu.zoo.generated("test-tiny", 4, steps=2, device="cpu", progress=False),
+                                 range(2))
+    assert len(calls) == 1 and torch.equal(first, second)

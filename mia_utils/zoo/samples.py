@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 
 import torch
@@ -27,13 +28,18 @@ def generated(name: str, n: int, sampler: str = "ddim", steps: int | None = None
     f = path_of(name) / "generated" / f"{sampler}-n{n}-steps{steps}-seed{seed}.safetensors"
     if f.is_file():
         return load_file(f)["images"]
-    gen = torch.Generator().manual_seed(seed)
-    if sampler == "prior":
-        images = codec(name).sample(n, generator=gen)
-    else:
-        images = sampling.sample(load_model(path_of(name), device=device), n, sampler, steps, gen, progress)
     f.parent.mkdir(parents=True, exist_ok=True)
-    tmp = f.with_suffix(f".tmp{os.getpid()}")
-    save_file({"images": images.contiguous().cpu()}, tmp)
-    tmp.rename(f)
+    with open(f.with_suffix(".lock"), "w") as lock:
+        # chapters run side by side (nbrun --jobs 2) ask for the same set: the second waits for the first's
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if f.is_file():
+            return load_file(f)["images"]
+        gen = torch.Generator().manual_seed(seed)
+        if sampler == "prior":
+            images = codec(name).sample(n, generator=gen)
+        else:
+            images = sampling.sample(load_model(path_of(name), device=device), n, sampler, steps, gen, progress)
+        tmp = f.with_suffix(f".tmp{os.getpid()}")
+        save_file({"images": images.contiguous().cpu()}, tmp)
+        tmp.rename(f)
     return images
