@@ -275,3 +275,52 @@ def privacy_utility(results: dict, quality: dict, attacks, what: str = "images",
     axes[1].legend(fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def cost_tradeoff(rows: dict):
+    """AUC and TPR at 1 % FPR (95 % CIs) of each attack's honest row against its counted queries
+    per image and its seconds per image: what more queries buy (chapter 03)."""
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex="col")
+    for (name, r), color in zip(rows.items(), LINE_COLORS):
+        for i, key in enumerate(("auc", "tpr_at_1pct_fpr")):
+            for j, x in enumerate((r["queries_per_image"], 1 / r["images_per_second"])):
+                axes[i, j].errorbar(x, r[key], yerr=[[r[key] - r[key + "_ci"][0]], [r[key + "_ci"][1] - r[key]]],
+                                    fmt="o", color=color, capsize=3, label=name)
+    for j, xlabel in enumerate(("queries per image (counted)", "seconds per image (this machine)")):
+        axes[1, j].set(xscale="log", xlabel=xlabel)
+        axes[1, j].xaxis.set_minor_formatter(plt.NullFormatter())
+    q_ticks = sorted({r["queries_per_image"] for r in rows.values()})
+    axes[1, 0].set_xticks(q_ticks, [f"{q:g}" for q in q_ticks])
+    axes[0, 0].set(ylabel="AUC (honest, 95 % CI)")
+    axes[1, 0].set(ylabel="TPR at 1 % FPR (honest, 95 % CI)")
+    axes[0, 0].legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def sensitivity(curves: dict, panels: dict):
+    """AUC against a hyper-parameter, one line per curve ({name: (xs, aucs)}), one panel per
+    entry of ``panels`` ({title: (x label, [curve names])}); chance (0.5) dashed."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), squeeze=False)
+    colors = dict(zip(curves, LINE_COLORS))
+    for ax, (title, (xlabel, names)) in zip(axes[0], panels.items()):
+        for name in names:
+            ax.plot(*curves[name], marker="o", ms=3, color=colors[name], label=name)
+        ax.set(xlabel=xlabel, ylabel="AUC (evaluation)", title=title)
+        ax.axhline(0.5, ls="--", color="0.6", lw=1)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def epoch_choice(history: dict):
+    """SecMI_NN's AUC per epoch on the held-out calibration part (which chooses the epoch) and on
+    the evaluation split (never used to choose), the chosen epoch dotted."""
+    fig, ax = plt.subplots()
+    epochs = np.arange(1, len(history["val_auc"]) + 1)
+    ax.plot(epochs, history["val_auc"], label="held-out calibration (chooses the epoch)")
+    ax.plot(epochs, history["monitor_auc"], label="evaluation split (never used to choose)")
+    ax.axvline(history["chosen_epoch"], ls=":", color="0.4")
+    ax.set(xlabel="epoch", ylabel="AUC", title="SecMI_NN: choosing the epoch")
+    ax.legend(fontsize="small")
+    return fig

@@ -112,6 +112,22 @@ def test_evaluate_chooses_on_calibration_and_measures_cost(tiny_model, digits):
     np.testing.assert_array_equal(mu.harness.chosen_scores(res, "members_eval"), by_hand["members_eval"][chosen])
 
 
+def test_evaluate_secmi_nn_matches_the_recipe_by_hand(tiny_model, digits):
+    """Error maps at the setting, the network trained on calibration maps (epoch on a held-out
+    calibration part), scored on the evaluation split: the same AUC computed step by step."""
+    sets = _sets(digits)
+    res = mu.harness.evaluate_secmi_nn(tiny_model, sets, {"t_sec": 20, "k": 10}, epochs=3, seed=0, n_boot=20)
+    secmi = mu.attacks.secmi
+    maps = {part: secmi.round_trip(tiny_model, x, t_sec=20, k=10) for part, x in sets.parts().items()}
+    net, hist = secmi.fit_nn(maps["members_cal"], maps["nonmembers_cal"], epochs=3, seed=0,
+                             monitor=(maps["members_eval"], maps["nonmembers_eval"]))
+    auc = mu.metrics.auc(secmi.nn_score(net, maps["members_eval"]), secmi.nn_score(net, maps["nonmembers_eval"]))
+    assert res["honest"]["auc"] == pytest.approx(auc)
+    assert res["honest"]["queries_per_image"] == 20 // 10 + 1 and res["honest"]["access"] == "gray box"
+    assert res["honest"]["setting"] == f"t_sec=20, k=10, epoch {hist['chosen_epoch']}"
+    assert res["oracle"]["auc"] == pytest.approx(max(hist["monitor_auc"]))
+
+
 def test_evaluate_refuses_a_wrong_declared_cost(tiny_model, digits):
     lying = mu.attacks.Attack("lying", "lying", mu.attacks.sima.score, "gray box", lambda h: 2, "rao2025sima")
     with pytest.raises(RuntimeError, match="declares 2 queries per image but made 1"):

@@ -40,6 +40,18 @@ def test_glue_takes_one_value_or_a_mapping_and_unwraps_numpy_scalars(monkeypatch
     assert calls == [("one", 3, int), ("a", 0.5, float), ("b", "0.970 [0.953, 0.984]", str)]
 
 
+@pytest.mark.parametrize("source", mu.nbrun.chapters(), ids=lambda p: p.stem)
+def test_chapters_stay_thin(source):
+    """The logic lives in mia_utils, the chapter tells the story: at most ~150 non-blank code
+    lines besides the parameters cell (measured when this test was written: 81 to 151)."""
+    import jupytext
+
+    cells = [c for c in jupytext.read(source).cells
+             if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", [])]
+    lines = sum(1 for c in cells for line in c.source.splitlines() if line.strip())
+    assert lines <= 160, f"{source.name}: {lines} code lines; move logic into mia_utils"
+
+
 def test_every_chapter_has_tiny_parameters():
     assert {p.stem for p in mu.nbrun.chapters()} == set(TINY)
 
