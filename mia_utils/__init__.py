@@ -21,6 +21,7 @@ import importlib
 from . import (
     attacks,
     data,
+    evidence,
     extraction,
     features,
     harness,
@@ -60,6 +61,7 @@ __all__ = [
     "DiffusionModel",
     "attacks",
     "data",
+    "evidence",
     "extraction",
     "features",
     "harness",

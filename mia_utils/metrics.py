@@ -53,6 +53,17 @@ def auc(members, nonmembers) -> float:
     return float(roc_auc_score(y, s))
 
 
+def auc_p_value(members, nonmembers) -> float:
+    """The label-permutation p-value of an AUC: the chance that randomly relabelling the same
+    scores as members / non-members gives an AUC at least as large. AUC = U / (m n) with U the
+    Mann-Whitney statistic, so this is the one-sided Mann-Whitney test (scipy: exact for small
+    samples without ties, else the normal approximation with a tie correction)."""
+    from scipy.stats import mannwhitneyu
+
+    y, s = _labels_scores(members, nonmembers)
+    return float(mannwhitneyu(s[y == 1], s[y == 0], alternative="greater", method="auto").pvalue)
+
+
 def _check_fpr(fpr: float) -> float:
     if not 0 <= fpr <= 1:
         raise ValueError(f"fpr={fpr} must lie in [0, 1] (a rate, not a percentage).")
@@ -115,6 +126,7 @@ def evaluate(members, nonmembers, n_boot: int = 1000, seed: int = 0, **extra) ->
     The dictionary is the row format of every chapter's metrics.json.
     """
     out: dict = point_metrics(members, nonmembers)
+    out["auc_p"] = auc_p_value(members, nonmembers)
     if n_boot:
         for k, ci in bootstrap_ci(members, nonmembers, n_boot=n_boot, seed=seed).items():
             out[f"{k}_ci"] = list(ci)

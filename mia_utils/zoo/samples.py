@@ -29,7 +29,8 @@ def generated(name: str, n: int, sampler: str = "ddim", steps: int | None = None
     if f.is_file():
         return load_file(f)["images"]
     f.parent.mkdir(parents=True, exist_ok=True)
-    with open(f.with_suffix(".lock"), "w") as lock:
+    lock_path = f.with_suffix(".lock")
+    with open(lock_path, "w") as lock:
         # chapters run side by side (nbrun --jobs 2) ask for the same set: the second waits for the first's
         fcntl.flock(lock, fcntl.LOCK_EX)
         if f.is_file():
@@ -42,4 +43,5 @@ def generated(name: str, n: int, sampler: str = "ddim", steps: int | None = None
         tmp = f.with_suffix(f".tmp{os.getpid()}")
         save_file({"images": images.contiguous().cpu()}, tmp)
         tmp.rename(f)
+        lock_path.unlink()  # whoever waits on it finds the set on waking; later callers find it first
     return images

@@ -1,0 +1,125 @@
+"""From scores to evidence: set-level membership tests, label-permutation nulls, provenance checks.
+
+An AUC answers a researcher's question ("how well do scores separate members from
+non-members?"). A rights-holder asks another: "I own these k images; was my collection used to
+train this model, and how sure can you be?" Set-level (dataset) inference answers it with a
+p-value (Maini et al., ICLR 2021, for classifiers; Dubiński et al., CVPR 2025, CDI, for
+diffusion models): pool the evidence of many images, each of which alone is weak.
+
+The test (``set_test``). Given member-likeness scores s(x) (any attack of the book, higher =
+more member-like) on a **suspect** set S of k images and a **reference** set R of k' images
+known not to be in training and drawn from the same distribution,
+
+    H0: s(S) and s(R) are draws from one distribution   against
+    H1: s(S) is stochastically larger (the suspect images look more member-like),
+
+the one-sided Mann-Whitney U test: U = #{(x, y) ∈ S × R : s(x) > s(y)} + ½ #{ties}. Its
+p-value is the label-permutation null of U (which images are called "suspect"), exact for
+small sets without ties, its normal approximation with a tie correction otherwise (scipy's
+``mannwhitneyu``). The effect size is U / (k k'): the probability that a suspect image outscores
+a reference image (0.5 under H0; the set's AUC).
+
+Assumptions (what a reader must check before calling p evidence): under H0 the k + k' images
+are exchangeable, i.e. the reference images are what the suspect images would be had they not
+been used: same source, same preprocessing, same time of collection (a reference set of
+another distribution makes the test detect the shift, not training; the audit's model-blind
+check below measures that); every score is computed the same way on every image (the book's
+attacks seed each image's noise from its content, so this holds); images are distinct (no
+image in both sets). The test says nothing about *which* suspect images were used.
+
+Several attacks are combined (``combined_scores``) by averaging each image's percentile rank
+within the pooled S ∪ R under each attack: a function of the pooled set that does not look at
+the labels, so the permutation null (and the test's validity) is untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from scipy.stats import rankdata
+
+from . import metrics
+
+
+def set_test(suspect, reference) -> dict:
+    """One-sided Mann-Whitney U test that the suspect set's scores exceed the reference set's.
+
+    Returns {"p_value", "effect" (U / (k k'), the probability that a suspect image outscores a
+    reference image, ties half), "k", "k_reference"}. No model query: it reads scores.
+    """
+    s, r = _scores(suspect, "suspect"), _scores(reference, "reference")
+    return {"p_value": metrics.auc_p_value(s, r), "effect": metrics.auc(s, r), "k": len(s), "k_reference": len(r)}
+
+
+def combined_scores(suspect: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Several attacks' scores ({attack: scores}, one entry per attack, same keys on both sides)
+    combined into one per image: the mean over attacks of its percentile rank in the pooled
+    suspect + reference scores. Label-blind, so ``set_test`` stays valid on the result."""
+    if set(suspect) != set(reference) or not suspect:
+        raise ValueError(f"Give the same attacks on both sides; got {sorted(suspect)} and {sorted(reference)}.")
+    s, r = _as_dict(suspect), _as_dict(reference)
+    k, _ = _size(s), _size(r)
+    ranks = [rankdata(np.concatenate([s[name], r[name]])) / (k + len(r[name])) for name in s]
+    mean = np.mean(ranks, axis=0)
+    return mean[:k], mean[k:]
+
+
+def k_curve(members, nonmembers, ks: Sequence[int], n_reference: int, n_draws: int = 200,
+            seed: int = 0) -> dict:
+    """How the set test's p-value falls with the suspect set's size k, and a false-positive check.
+
+    For each k and each of ``n_draws`` draws: a reference set of ``n_reference`` non-members and,
+    disjoint from it, a null suspect set of k other non-members; a member suspect set of k
+    members. ``members`` / ``nonmembers`` are one attack's scores ({attack: scores} for several,
+    combined by ``combined_scores``). Returns {"ks", "member": p [len(ks), n_draws], "null": p
+    [len(ks), n_draws]}. Every draw is seeded by (seed, k, draw), so curves of several attacks on
+    the same images use the same draws.
+    """
+    m_all, n_all = _as_dict(members), _as_dict(nonmembers)
+    n_m, n_n = _size(m_all), _size(n_all)
+    if max(ks) > n_m or n_reference + max(ks) > n_n:
+        raise ValueError(f"k up to {max(ks)} with {n_reference} reference images needs {max(ks)} members and "
+                         f"{n_reference + max(ks)} non-members; there are {n_m} and {n_n}.")
+    out = {"ks": list(ks), "member": np.empty((len(ks), n_draws)), "null": np.empty((len(ks), n_draws))}
+    for i, k in enumerate(ks):
+        for d in range(n_draws):
+            rng = np.random.default_rng([seed, k, d])
+            perm = rng.permutation(n_n)
+            ref, null = perm[:n_reference], perm[n_reference:n_reference + k]
+            mem = rng.choice(n_m, k, replace=False)
+            for key, idx, pool in (("member", mem, m_all), ("null", null, n_all)):
+                s, r = combined_scores({a: v[idx] for a, v in pool.items()}, {a: v[ref] for a, v in n_all.items()})
+                out[key][i, d] = set_test(s, r)["p_value"]
+    return out
+
+
+def k_needed(p_values: np.ndarray, ks: Sequence[int], alpha: float = 0.01) -> int | None:
+    """The smallest k whose median p-value over draws is below ``alpha`` (None: no k reaches it)."""
+    for k, p in zip(ks, np.median(p_values, axis=1)):
+        if p < alpha:
+            return int(k)
+    return None
+
+
+def _as_dict(scores) -> dict[str, np.ndarray]:
+    if isinstance(scores, Mapping):
+        return {k: _scores(v, k) for k, v in scores.items()}
+    return {"scores": _scores(scores, "scores")}
+
+
+def _size(scores: dict[str, np.ndarray]) -> int:
+    sizes = {len(v) for v in scores.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"Every attack must score the same images; got sizes {sorted(sizes)}.")
+    return sizes.pop()
+
+
+def _scores(x, label: str) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64).ravel()
+    if len(x) < 1:
+        raise ValueError(f"The {label} set is empty: a set test needs at least one score on each side.")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"The {label} scores hold NaN or infinite values.")
+    return x
