@@ -1,15 +1,19 @@
 """``mia-book``: audit a diffusion checkpoint with the book's chapters, in one command.
 
     mia-book audit --checkpoint DIR --members DIR --nonmembers DIR \\
-        [--chapters 02,03] [--device cuda] [--n-eval N] [--resize] [--out DIR [--overwrite]] [-p NAME VALUE ...]
+        [--chapters 02,03] [--suspect DIR] [--device cuda] [--n-eval N] [--resize] [--out DIR [--overwrite]]
+        [-p NAME VALUE ...]
 
 The inputs are validated before anything runs (the checkpoint loads with every weight, one ε̂
 query is finite, the model has the chapters' time steps, the images match the model's size and
 channels, no image is a member and a non-member, exactly or as a near-copy, enough images for
-``--n-eval``, every ``-p`` is a chosen chapter's parameter of the right type); each failure is
-one sentence and exit code 2. Then each chosen chapter is executed with papermill on that checkpoint and
-data, and the report is written to ``--out``: the executed notebooks, every chapter's
-``metrics.json``, and ``summary.html`` (one table of every attack) with ``summary.json``.
+``--n-eval``, every ``-p`` is a chosen chapter's parameter of the right type, a ``--suspect``
+folder fits the model and shares no image with the non-members); each failure is one sentence
+and exit code 2. Two checks are printed before any attack runs: the model-blind baseline (can
+pixels alone tell members from non-members?) and the overlap across the splits. Then each
+chosen chapter is executed with papermill on that checkpoint and data, and the report is
+written to ``--out``: the executed notebooks, every chapter's ``metrics.json``, and
+``summary.html`` (the two checks, then one table of every attack) with ``summary.json``.
 """
 
 from __future__ import annotations
@@ -20,13 +24,15 @@ import sys
 import time
 from pathlib import Path
 
-from . import nbrun, specs
+import torch
+
+from . import data, evidence, nbrun, specs
 from .data import DataError
 from .models import CheckpointError
 from .zoo import ZooError
 
 # parameters the audit sets itself from its own options: -p may not override them
-OWN = ("checkpoint", "members", "nonmembers", "device", "n_eval", "batch_size", "seed", "out_dir", "resize")
+OWN = ("checkpoint", "members", "nonmembers", "device", "n_eval", "batch_size", "seed", "out_dir", "resize", "suspect")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -39,9 +45,12 @@ def check_device(device: str) -> str:
 
 
 def validate(checkpoint: str, members: str, nonmembers: str, device: str = "auto",
-             n_eval: int | None = None, resize: bool = False, max_t: int | None = None) -> str:
+             n_eval: int | None = None, resize: bool = False, max_t: int | None = None,
+             suspect: str | None = None) -> tuple[str, dict]:
     """Load the checkpoint (its weights checked and one ε̂ query run) and both image sets once;
-    with ``max_t``, check that the model has that many time steps. Return a one-line description.
+    with ``max_t``, check that the model has that many time steps; with ``suspect``, that its
+    images fit the model and share none with the non-members (the set test's reference).
+    Return a one-line description and the provenance checks (``evidence.provenance``).
 
     Raises ``CheckpointError`` or ``DataError`` with a message that names the fix.
     """
@@ -51,7 +60,12 @@ def validate(checkpoint: str, members: str, nonmembers: str, device: str = "auto
         raise CheckpointError(f"The chosen chapters query time steps up to {max_t} but the model has only "
                               f"T = {model.num_train_timesteps}: give smaller ones with -p (see each chapter's "
                               "parameters), or choose other chapters.")
-    return f"{model}; {sets}"
+    description = f"{model}; {sets}"
+    if suspect is not None:
+        images = data.folder_images(suspect, model.sample_shape, resize=resize)
+        data.check_no_leakage(suspect=images, nonmembers=torch.cat([sets.nonmembers_cal, sets.nonmembers_eval]))
+        description += f"; {len(images)} suspect images"
+    return description, evidence.provenance(sets, n_boot=200)
 
 
 def time_steps(parameters: dict) -> list[int]:
@@ -166,7 +180,7 @@ def _write_atomic(path: Path, text: str) -> None:
 def audit(checkpoint: str, members: str, nonmembers: str, out: str | Path = "audit",
           chapters: list[str] | None = None, device: str = "auto", n_eval: int | None = None,
           batch_size: int = 256, seed: int = 0, parameters: dict | None = None, resize: bool = False,
-          overwrite: bool = False) -> Path:
+          overwrite: bool = False, suspect: str | None = None) -> Path:
     """Run the chosen chapters (default: every chapter) on a checkpoint; write the report to ``out``.
 
     Everything is checked before anything runs; the summary is written last, atomically, so an
@@ -182,14 +196,19 @@ def audit(checkpoint: str, members: str, nonmembers: str, out: str | Path = "aud
     declared = {}
     for src in sources:
         declared.update({k: v for k, v in nbrun.parameters_of(src).items() if k not in declared})
+    if suspect is not None and "suspect" not in declared:
+        raise ValueError("--suspect is tested by chapter 07 (from scores to evidence): add 07 to --chapters.")
     max_t = max(time_steps({**declared, **parameters}), default=None)
-    print(f"[audit] {validate(checkpoint, members, nonmembers, device, n_eval, resize, max_t)}", flush=True)
+    description, checks = validate(checkpoint, members, nonmembers, device, n_eval, resize, max_t, suspect)
+    print(f"[audit] {description}", flush=True)
+    for line in _provenance_lines(checks):  # before any attack: what could make every AUC meaningless
+        print(f"[audit] {line}", flush=True)
     prepare_out(out, overwrite)
     for stem, need in skipped.items():
         print(f"[audit] {stem} skipped: it needs {need}", flush=True)
     common = {"checkpoint": specs.display(checkpoint), "members": specs.display(members),
               "nonmembers": specs.display(nonmembers), "device": device, "n_eval": n_eval,
-              "batch_size": batch_size, "seed": seed, "resize": resize, **parameters}
+              "batch_size": batch_size, "seed": seed, "resize": resize, "suspect": suspect, **parameters}
     times = {}
     for src in sources:
         t0 = time.perf_counter()
@@ -202,16 +221,29 @@ def audit(checkpoint: str, members: str, nonmembers: str, out: str | Path = "aud
         times[src.stem] = round(time.perf_counter() - t0, 1)
         print(f"[audit] {src.stem}: {times[src.stem]} s", flush=True)
     table = nbrun.summary_table(out / "results")
-    _write_atomic(out / "summary.html", _html(table, checkpoint, members, nonmembers, times, skipped))
+    _write_atomic(out / "summary.html", _html(table, checkpoint, members, nonmembers, times, skipped,
+                                              _provenance_lines(checks)))
     _write_atomic(out / "summary.json", json.dumps({"checkpoint": str(checkpoint), "members": str(members),
-                                                    "nonmembers": str(nonmembers), "seconds": times,
-                                                    "skipped": skipped,
+                                                    "nonmembers": str(nonmembers), "suspect": suspect,
+                                                    "seconds": times, "skipped": skipped,
+                                                    "provenance": _provenance_lines(checks),
                                                     "rows": table.to_dict(orient="records")}, indent=1))
     print(f"[audit] report: {out / 'summary.html'}", flush=True)
     return out
 
 
-def _html(table, checkpoint, members, nonmembers, times, skipped=None) -> str:
+def _provenance_lines(checks: dict) -> list[str]:
+    blind = checks["model-blind"]
+    lines = [f"model-blind baseline (pixels alone, members vs non-members): AUC {blind['auc']:.3f} "
+             f"[{blind['auc_ci'][0]:.3f}, {blind['auc_ci'][1]:.3f}]",
+             f"overlap across the splits: {checks['exact overlaps']} identical images, "
+             f"{checks['near-copies']} near-copies"]
+    if checks["warning"]:
+        lines.append(f"WARNING: {checks['warning']}")
+    return lines
+
+
+def _html(table, checkpoint, members, nonmembers, times, skipped=None, checks=()) -> str:
     from html import escape
 
     rows = table.to_html(index=False, border=0, classes="summary", escape=True) if len(table) else "<p>No metrics.</p>"
@@ -226,6 +258,8 @@ td,th{{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left;white-spac
 non-members <code>{escape(str(nonmembers))}</code>.</p>
 <p>Every number is honest: hyper-parameters and thresholds were chosen on a calibration part of the
 given members and non-members and reported on the rest, with 95 % bootstrap intervals in brackets.</p>
+<h2>Before any attack</h2><ul>{"".join(f"<li>{escape(line)}</li>" for line in checks)}</ul>
+<h2>Attacks</h2>
 {rows}
 <h2>Executed chapters</h2><ul>{chapters}</ul>
 </body></html>
@@ -250,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--members", required=True, help="folder of member images (PNG/JPEG)")
     a.add_argument("--nonmembers", required=True, help="folder of non-member images (PNG/JPEG)")
     a.add_argument("--chapters", help="comma-separated chapter numbers, e.g. 02,03 (default: all)")
+    a.add_argument("--suspect", help="folder of suspect images: was this collection used? (chapter 07's set test)")
     a.add_argument("--device", default="auto", help='"auto", "cpu" or "cuda"')
     a.add_argument("--n-eval", type=_positive, default=None, help="evaluation images per side (default: all)")
     a.add_argument("--batch-size", type=_positive, default=256, help="images per forward pass")
@@ -264,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         audit(args.checkpoint, args.members, args.nonmembers, out=args.out,
               chapters=args.chapters.split(",") if args.chapters is not None else None, device=args.device,
               n_eval=args.n_eval, batch_size=args.batch_size, seed=args.seed,
-              parameters=nbrun._parse_params(args.parameter), resize=args.resize, overwrite=args.overwrite)
+              parameters=nbrun._parse_params(args.parameter), resize=args.resize, overwrite=args.overwrite,
+              suspect=args.suspect)
     except (CheckpointError, DataError, ZooError, ValueError, TypeError) as err:
         print(f"mia-book: error: {err}", file=sys.stderr)
         return 2

@@ -123,3 +123,33 @@ def _scores(x, label: str) -> np.ndarray:
     if not np.all(np.isfinite(x)):
         raise ValueError(f"The {label} scores hold NaN or infinite values.")
     return x
+
+
+def provenance(sets, seed: int = 0, n_boot: int = 1000) -> dict:
+    """The two checks to read before any attack's number (the audit prints them first).
+
+    1. The model-blind baseline: a linear probe on the pixels alone, fit on the calibration
+       parts, members against non-members on the evaluation parts. If images alone separate the
+       two sets, every attack's AUC may measure that difference (a distribution shift), not
+       membership: ``warning`` says so when its 95 % CI lies above 0.5 and its AUC above 0.6.
+    2. Overlap across the splits: members that are also non-members, exactly (content hash) or
+       as a near-copy (``data.near_duplicates``: re-encoded, slightly resized).
+    Returns {"model-blind": a metrics row, "exact overlaps": n, "near-copies": n, "warning": str}.
+    """
+    import torch
+
+    from . import data
+    from .probes import membership, pixels
+
+    blind = membership(pixels(sets.members_cal), pixels(sets.nonmembers_cal), pixels(sets.members_eval),
+                       pixels(sets.nonmembers_eval), seed=seed, n_boot=n_boot, queries_per_image=0,
+                       access="no model")
+    members = torch.cat([sets.members_cal, sets.members_eval])
+    nonmembers = torch.cat([sets.nonmembers_cal, sets.nonmembers_eval])
+    exact = len(set(data.image_hashes(members)) & set(data.image_hashes(nonmembers)))
+    near = len(data.near_duplicates(members, nonmembers))
+    warning = ""
+    if blind["auc"] > 0.6 and blind.get("auc_ci", [0.5])[0] > 0.5:
+        warning = (f"images alone separate members from non-members (model-blind AUC {blind['auc']:.3f}): "
+                   "attack AUCs may measure this difference between the sets, not membership")
+    return {"model-blind": blind, "exact overlaps": exact, "near-copies": near, "warning": warning}

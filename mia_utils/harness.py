@@ -198,9 +198,17 @@ def chosen_scores(result: dict, part: str) -> np.ndarray:
     return result["scores"][part][result["honest"]["setting"]]
 
 
+def score_chosen(result: dict, model: DiffusionModel, images, grid=None, **hyper) -> np.ndarray:
+    """Score new images (a suspect set) with ``evaluate``'s attack at the setting its calibration
+    split chose; ``grid`` and ``hyper`` as given to ``evaluate``."""
+    setting = ({"default": {}} if grid is None else settings(grid))[result["honest"]["setting"]]
+    return _attacks.get(result["attack"])(model, images, **hyper, **setting)
+
+
 # ---------------------------------------------------------------------- the one table
 COLUMNS = {
     "auc": "AUC [95 % CI]",
+    "p": "p (labels permuted)",
     "tpr": "TPR@1%FPR (%)",
     "tpr01": "TPR@0.1%FPR (%)",
     "transfer": "FPR / TPR at the calibrated 1% threshold",
@@ -214,6 +222,7 @@ def _row_cells(row: dict) -> dict:
     cal = row.get("calibrated_at_1pct_fpr")
     return {
         COLUMNS["auc"]: format_ci(row, "auc"),
+        COLUMNS["p"]: f"{row['auc_p']:.1g}" if "auc_p" in row else "",
         COLUMNS["tpr"]: format_ci(row, "tpr_at_1pct_fpr", pct=True),
         COLUMNS["tpr01"]: format_ci(row, "tpr_at_0_1pct_fpr", pct=True),
         COLUMNS["transfer"]: f"{100 * cal['fpr']:.1f} / {100 * cal['tpr']:.1f}" if cal else "",

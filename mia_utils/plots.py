@@ -324,3 +324,25 @@ def epoch_choice(history: dict):
     ax.set(xlabel="epoch", ylabel="AUC", title="SecMI_NN: choosing the epoch")
     ax.legend(fontsize="small")
     return fig
+
+
+def k_curves(curves: dict, alpha: float = 0.01):
+    """The set test's p-value against the suspect set's size k: per attack ({name: k_curve's
+    result}), the median over draws with its interquartile band, members as suspects (solid)
+    and non-members as suspects (dashed: the false-positive check); ``alpha`` dotted."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    for (name, c), color in zip(curves.items(), LINE_COLORS):
+        for ax, key, ls in ((axes[0], "member", "-"), (axes[1], "null", "--")):
+            q1, med, q3 = np.percentile(c[key], [25, 50, 75], axis=1)
+            ax.plot(c["ks"], med, ls=ls, marker="o", ms=3, color=color, label=name)
+            ax.fill_between(c["ks"], q1, q3, color=color, alpha=0.15, lw=0)
+    for ax, title in zip(axes, ("suspects: members (was my collection used?)",
+                                "suspects: non-members (false-positive check)")):
+        ax.axhline(alpha, ls=":", color="0.3", lw=1)
+        ax.set(xscale="log", yscale="log", xlabel="suspect images k", title=title)
+        ax.set_xticks(curves[next(iter(curves))]["ks"], [str(k) for k in curves[next(iter(curves))]["ks"]])
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
+    axes[0].set(ylabel="p-value (median, quartiles)")
+    axes[0].legend(fontsize="small")
+    fig.tight_layout()
+    return fig

@@ -24,6 +24,8 @@ TINY = {
                        "sima_ts": [10], "pia_ts": [100], "n_boot": 20},
     "05_latent": {"latent_models": ["<ldm>"], "sima_ts": [10, 50], "loss_ts": [50], "n_noise": 1, "pia_ts": [100],
                   "n_samples": 8, "ddim_steps": 3, "replication": None, "n_boot": 20},
+    "07_evidence": {"sima_ts": [10, 50], "loss_ts": [50], "n_noise": 1, "pia_ts": [100], "ks": [1, 2, 4], "n_reference": 2,
+                    "n_draws": 5, "suspect": "<members>", "n_boot": 20},
     "02_sima": {"ts": [0, 50], "n_noise": 1, "n_generated": 8, "ddpm_steps": 10, "ddim_steps": 5, "other_victims": [],
                 "n_boot": 20},
 }
@@ -63,7 +65,8 @@ def test_chapter_runs_on_a_folder_checkpoint(source, tiny_checkpoint, tiny_ldm, 
     params = {"checkpoint": str(tiny_checkpoint["checkpoint"]), "members": str(tiny_checkpoint["members"]),
               "nonmembers": str(tiny_checkpoint["nonmembers"]), "n_eval": 8, "device": "cpu",
               "batch_size": 64, "out_dir": str(out_dir)}
-    stand_in = {"<checkpoint>": params["checkpoint"], "<ldm>": str(tiny_ldm)}  # folders made by the fixtures
+    stand_in = {"<checkpoint>": params["checkpoint"], "<ldm>": str(tiny_ldm),  # folders made by the fixtures
+                "<members>": params["members"]}
 
     def fill(v):
         return stand_in.get(v, v) if isinstance(v, str) else [fill(x) for x in v] if isinstance(v, list) else v
