@@ -27,6 +27,8 @@ HYPER = {
     "pian": {"t": 20},
     "secmi": {"t_sec": 20, "k": 5},
     "noise_probe": {"noise": "semantic", "inversion_steps": 4, "generation_steps": 3},
+    "pfami": {"ts": (20, 40), "strengths": (0.1, 0.2), "seed": 1},
+    "rediffuse": {"t": 40, "n": 2, "steps": 4, "seed": 3},
 }
 
 

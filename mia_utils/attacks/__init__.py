@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import loss, noise_probe, pia, secmi, sima
+from . import loss, noise_probe, pfami, pia, rediffuse, secmi, sima
 
 ACCESS = ("black box", "gray box", "white box")
 
@@ -81,6 +81,9 @@ ATTACKS: dict[str, Attack] = {a.name: a for a in [
     Attack("secmi", "SecMI_stat", secmi.score, "gray box", lambda h: h["t_sec"] // h["k"] + 1, "duan2023secmi"),
     Attack("noise_probe", "noise as a probe", noise_probe.score, "gray box", _probe_cost, "noiseprobe2026",
            needs=("base",)),
+    Attack("pfami", "PFAMI", pfami.score, "gray box", lambda h: (len(h["strengths"]) + 1) * len(h["ts"]),
+           "fu2023pfami"),
+    Attack("rediffuse", "ReDiffuse", rediffuse.score, "black box", lambda h: h["n"] * h["steps"], "li2025rediffuse"),
 ]}
 
 
@@ -96,4 +99,5 @@ def sweep(attack: Callable[..., np.ndarray], model, images, ts: Iterable[int], *
     return {int(t): attack(model, images, t=int(t), **hyper) for t in ts}
 
 
-__all__ = ["ACCESS", "ATTACKS", "Attack", "get", "loss", "noise_probe", "pia", "secmi", "sima", "sweep"]
+__all__ = ["ACCESS", "ATTACKS", "Attack", "get", "loss", "noise_probe", "pfami", "pia", "rediffuse", "secmi", "sima",
+           "sweep"]
