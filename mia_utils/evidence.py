@@ -153,3 +153,50 @@ def provenance(sets, seed: int = 0, n_boot: int = 1000) -> dict:
         warning = (f"images alone separate members from non-members (model-blind AUC {blind['auc']:.3f}): "
                    "attack AUCs may measure this difference between the sets, not membership")
     return {"model-blind": blind, "exact overlaps": exact, "near-copies": near, "warning": warning}
+
+
+def quantile_thresholds(nonmember_scores, nonmember_features, fpr: float = 0.05, n_components: int = 8,
+                        seed: int = 0):
+    """Per-image thresholds learnt from non-members only (Tang et al., ICML 2024).
+
+    A global threshold τ treats every image alike, though some images score high whether or not
+    they were trained on (simple, smooth images are easy to denoise). Quantile regression learns
+    τ(x), the (1 − fpr)-quantile of a non-member's score *given what the image looks like*, from
+    known non-members only: member if s(x) > τ(x). The image is described by its first
+    ``n_components`` principal components (fitted on the same non-members; the paper uses a
+    ResNet on the image, which needs far more non-members than our calibration parts hold);
+    the regression is linear (scikit-learn's ``QuantileRegressor``, the pinball loss, no
+    penalty). Returns a function: features [N, D] -> thresholds [N]. No model query.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import QuantileRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if not 0 < fpr < 1:
+        raise ValueError(f"fpr={fpr}: a rate in (0, 1).")
+    y = _scores(nonmember_scores, "non-member")
+    x = np.asarray(nonmember_features, dtype=np.float64).reshape(len(y), -1)
+    k = max(1, min(n_components, x.shape[1], len(y) - 2))
+    model = make_pipeline(StandardScaler(), PCA(k, random_state=seed),
+                          QuantileRegressor(quantile=1 - fpr, alpha=0.0, solver="highs"))
+    model.fit(x, y)
+    return lambda features: model.predict(np.asarray(features, dtype=np.float64).reshape(len(features), -1))
+
+
+def threshold_comparison(cal_nonmembers: tuple, eval_members: tuple, eval_nonmembers: tuple, fpr: float = 0.05,
+                         n_components: int = 8, seed: int = 0) -> dict:
+    """One global threshold against per-image (quantile-regression) thresholds, both learnt on
+    the calibration non-members at the target ``fpr`` and applied to the evaluation split.
+    Each argument is (scores, features). Returns {"global": {"fpr", "tpr"}, "per-image":
+    {"fpr", "tpr", "auc"}} with the FPR and TPR each realises on evaluation and the AUC of the
+    margin s(x) − τ(x) (the global threshold's AUC is the score's own)."""
+    s_cal = _scores(cal_nonmembers[0], "calibration non-member")
+    tau = metrics.threshold_at_fpr(s_cal, fpr)
+    per_image = quantile_thresholds(s_cal, cal_nonmembers[1], fpr, n_components, seed)
+    (s_m, f_m), (s_n, f_n) = eval_members, eval_nonmembers
+    s_m, s_n = _scores(s_m, "member"), _scores(s_n, "non-member")
+    margin_m, margin_n = s_m - per_image(f_m), s_n - per_image(f_n)
+    return {"global": {"fpr": float(np.mean(s_n > tau)), "tpr": float(np.mean(s_m > tau)), "auc": metrics.auc(s_m, s_n)},
+            "per-image": {"fpr": float(np.mean(margin_n > 0)), "tpr": float(np.mean(margin_m > 0)),
+                          "auc": metrics.auc(margin_m, margin_n)}}

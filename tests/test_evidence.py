@@ -105,3 +105,30 @@ def test_k_needed_reads_the_median_and_says_none_when_never_reached():
 def test_bad_inputs_say_what_to_fix(bad, match):
     with pytest.raises(ValueError, match=match):
         bad()
+
+
+def test_quantile_thresholds_cover_the_training_non_members_at_the_target_rate():
+    """The pinball loss's minimiser leaves a share fpr of its training points above it, up to
+    (parameters + 1) / n: the defining property of a quantile regression."""
+    rng = np.random.default_rng(5)
+    f = rng.normal(size=(400, 6))
+    y = 2 * f[:, 0] + rng.normal(0, 0.3, 400)
+    tau = evidence.quantile_thresholds(y, f, fpr=0.1, n_components=3)
+    assert abs(np.mean(y > tau(f)) - 0.1) <= (3 + 1) / 400 + 1e-9
+
+
+def test_per_image_thresholds_beat_a_global_one_when_images_differ_in_difficulty():
+    rng = np.random.default_rng(6)
+
+    def part(n, shift):
+        f = rng.normal(size=(n, 4))
+        return 2 * f[:, 0] + shift + rng.normal(0, 0.3, n), f
+
+    out = evidence.threshold_comparison(part(2000, 0.0), part(1000, 0.8), part(1000, 0.0), fpr=0.05, n_components=4)
+    assert abs(out["per-image"]["fpr"] - 0.05) < 0.025 and abs(out["global"]["fpr"] - 0.05) < 0.025
+    assert out["per-image"]["tpr"] > out["global"]["tpr"] + 0.3 and out["per-image"]["auc"] > out["global"]["auc"]
+    # features that say nothing: the per-image threshold is the global one, near enough
+    noise = evidence.threshold_comparison((rng.normal(size=2000), rng.normal(size=(2000, 4))),
+                                          (rng.normal(1, 1, 1000), rng.normal(size=(1000, 4))),
+                                          (rng.normal(size=1000), rng.normal(size=(1000, 4))), fpr=0.05)
+    assert abs(noise["per-image"]["tpr"] - noise["global"]["tpr"]) < 0.05
