@@ -127,6 +127,34 @@ def evaluate_secmi_nn(model: DiffusionModel, sets: MembershipSets, setting: Mapp
     return {"honest": row, "oracle": oracle, "history": history}
 
 
+def evaluate_gsa(model: DiffusionModel, sets: MembershipSets, ts=(100, 200, 300, 400), mode: str = "gsa1",
+                 seed: int = 0, n_boot: int = 1000) -> dict:
+    """GSA1 / GSA2 (``attacks.gsa``) under the honest protocol: log per-layer gradient norms of
+    every part, a linear probe trained on the calibration split (members against non-members),
+    scored once on the evaluation split. Returns {"honest": row}; the row counts queries and
+    backward passes per image and the seconds of the features and the scoring."""
+    from .probes import binary_scores, fit
+
+    parts = sets.parts()
+    n_images = sum(len(x) for x in parts.values())
+    model.reset_queries()
+    t0 = time.perf_counter()
+    feats = {part: _attacks.gsa.features(model, x, ts=ts, mode=mode, seed=seed) for part, x in parts.items()}
+    queries = model.reset_queries() / n_images
+    x_cal = np.concatenate([feats["members_cal"], feats["nonmembers_cal"]])
+    y_cal = np.r_[np.ones(len(feats["members_cal"]), int), np.zeros(len(feats["nonmembers_cal"]), int)]
+    probe = fit(x_cal, y_cal, seed=seed)
+    s = {part: binary_scores(probe, f) for part, f in feats.items()}
+    seconds = time.perf_counter() - t0
+    row = metrics.evaluate(s["members_eval"], s["nonmembers_eval"], n_boot=n_boot, seed=seed, queries_per_image=queries,
+                           backward_per_image=1 if mode == "gsa1" else len(ts), seconds=seconds,
+                           images_per_second=n_images / seconds, access="white box")
+    row["setting"] = f"{mode.upper()}, ts={tuple(ts)}"
+    row["calibrated_at_1pct_fpr"] = metrics.calibrated(s["members_cal"], s["nonmembers_cal"],
+                                                       s["members_eval"], s["nonmembers_eval"])
+    return {"honest": row}
+
+
 def evaluate_victims(victims: Iterable[str], attack, grid=None, *, device="auto", batch_size: int = 256,
                      seed: int = 0, n_boot: int = 1000, **hyper) -> dict[str, dict]:
     """``evaluate`` on each zoo victim (``zoo:NAME``) with its own members and non-members.

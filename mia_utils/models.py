@@ -212,7 +212,15 @@ class DiffusionModel:
 
     def per_sample_param_grad_sq(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
                                  chunk: int = 32) -> torch.Tensor:
-        """‖∇_θ ‖ε̂_θ(x_t, t) − ε‖²‖² per sample. Counts one query per sample.
+        """‖∇_θ ‖ε̂_θ(x_t, t) − ε‖²‖² per sample. Counts one query per sample."""
+        return self.per_sample_layer_grad_norms(x_t[:, None], t[:, None], eps[:, None], chunk).pow(2).sum(1)
+
+    def per_sample_layer_grad_norms(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
+                                    chunk: int = 32) -> torch.Tensor:
+        """Per sample and per parameter tensor (layer), ‖∇_θl (1/K) Σ_k ‖ε̂_θ(x_t^k, t_k) − ε_k‖²‖:
+        ``x_t`` [N, K, C, H, W], ``t`` [N, K], ``eps`` like ``x_t`` (K noisy versions of each
+        sample, their loss averaged before the gradient). Returns [N, L] in the order of
+        ``unet.named_parameters()``. Counts K queries per sample.
 
         torch.func's vmap over grad gives per-sample parameter gradients in one batched backward
         (no library computes per-sample gradient norms of an arbitrary module; a loop of batch-1
@@ -220,13 +228,15 @@ class DiffusionModel:
         """
         from torch.func import functional_call, grad, vmap
 
-        self.check_images(x_t)
+        if x_t.ndim != 5:
+            raise ValueError(f"x_t must be [N, K, C, H, W]; got shape {tuple(x_t.shape)}.")
+        self.check_images(x_t[:, 0])
         unet = self.unet
         params = {k: v.detach() for k, v in unet.named_parameters()}
 
         def loss_one(p, x, tt, e):
-            out = functional_call(unet, p, (x[None], tt[None])).sample
-            return (out - e[None]).pow(2).sum()
+            out = functional_call(unet, p, (x, tt)).sample
+            return (out - e).pow(2).flatten(1).sum(1).mean()
 
         per_sample = vmap(grad(loss_one), in_dims=(None, 0, 0, 0))
         out = []
@@ -235,8 +245,8 @@ class DiffusionModel:
             with warnings.catch_warnings():  # "no batching rule for attention": a speed notice only
                 warnings.filterwarnings("ignore", message="There is a performance drop")
                 g = per_sample(params, xb, t[i:i + chunk].to(self.device), eps[i:i + chunk].to(self.device))
-            out.append(sum(v.pow(2).flatten(1).sum(1) for v in g.values()).detach())
-            self.queries += len(xb)
+            out.append(torch.stack([v.flatten(1).norm(dim=1) for v in g.values()], dim=1).detach())
+            self.queries += xb.shape[0] * xb.shape[1]
         return torch.cat(out)
 
     # ------------------------------------------------------------------ saving

@@ -82,3 +82,46 @@ def test_pfami_equals_a_per_image_loop(memorised):
                 z = ab[t].sqrt() * xv.double() + (1 - ab[t]).sqrt() * e
                 loss[v] += ((e - model.unet(z.float(), torch.tensor([t])).sample.double()) ** 2).sum().item() / len(ts)
         assert got[i] == pytest.approx(np.mean((loss[1:] - loss[0]) / loss[0]), rel=1e-4)
+
+
+# ---------------------------------------------------------------------- GSA1 / GSA2
+@pytest.mark.parametrize("mode", ["gsa1", "gsa2"])
+def test_gsa_features_equal_a_per_image_autograd_loop(memorised, mode):
+    from mia_utils.attacks import gsa
+
+    model, members, nonmembers = memorised
+    x, ts, seed = torch.cat([members[:2], nonmembers[:1]]), (40, 200), 3
+    model.reset_queries()
+    got = gsa.features(model, x, ts=ts, mode=mode, seed=seed)
+    assert model.reset_queries() == len(x) * len(ts) and got.shape == (3, len(list(model.unet.parameters())))
+    ab = model.alpha_bar.double()
+    for i in range(len(x)):
+        g = mu.noise.seeded_generator(seed, "gsa", mu.noise.content_hash(x[i]))
+        eps = [torch.randn(x.shape[1:], generator=g) for _ in ts]
+        losses = []
+        for e, t in zip(eps, ts):
+            z = (ab[t].sqrt() * x[i].double() + (1 - ab[t]).sqrt() * e.double()).float()[None]
+            losses.append((model.unet(z, torch.tensor([t])).sample[0] - e).pow(2).sum())
+        params = list(model.unet.parameters())
+        if mode == "gsa1":
+            grads = torch.autograd.grad(sum(losses) / len(ts), params)
+            norms = torch.stack([gr.norm() for gr in grads])
+        else:
+            norms = torch.stack([torch.stack([gr.norm() for gr in torch.autograd.grad(loss, params)])
+                                 for loss in losses]).mean(0)
+        # on the norm scale: a few layers' gradients are float32 round-off (~1e-6), whose logs differ
+        np.testing.assert_allclose(np.exp(got[i]), norms.double().numpy(), rtol=1e-3, atol=1e-5 * norms.max().item())
+
+
+def test_evaluate_gsa_trains_on_calibration_and_reports_white_box_cost(memorised, digits):
+    from mia_utils.attacks import gsa
+
+    model, members, nonmembers = memorised
+    sets = mu.data.MembershipSets(members[:4], members[4:8], nonmembers[:12], nonmembers[12:24])
+    res = mu.harness.evaluate_gsa(model, sets, ts=(40, 200), mode="gsa2", seed=0, n_boot=20)["honest"]
+    f = {p: gsa.features(model, x, ts=(40, 200), mode="gsa2", seed=0) for p, x in sets.parts().items()}
+    probe = mu.probes.fit(np.concatenate([f["members_cal"], f["nonmembers_cal"]]), np.r_[np.ones(4), np.zeros(12)])
+    auc = mu.metrics.auc(mu.probes.binary_scores(probe, f["members_eval"]),
+                         mu.probes.binary_scores(probe, f["nonmembers_eval"]))
+    assert res["auc"] == pytest.approx(auc) and res["access"] == "white box"
+    assert res["queries_per_image"] == 2 and res["backward_per_image"] == 2

@@ -16,7 +16,7 @@ TINY = {
     "03_secmi_pia": {"sima_ts": [10, 50], "loss_ts": [50], "n_noise": 1, "secmi_grid": [[20, 10], [40, 20]],
                      "pia_ts": [100], "sens_t_sec": [20], "sens_k": [10], "sens_pia_ts": [100], "nn_epochs": 3,
                      "pfami_ts_sets": [[10, 50]], "rediffuse_ts": [20], "n_variations": 1, "variation_steps": 2,
-                     "n_boot": 20},
+                     "gsa_ts": [10, 50], "n_boot": 20},
     "04_trajectories": {"n_dev": 4, "n_generated": 12, "feature_stride": 250, "theta_stride": 500, "ddpm_steps": 10,
                         "ddim_steps": 5, "generators": {}, "window": 500, "n_extract": 20, "keep_fraction": 0.25,
                         "replication": None, "n_boot": 20},

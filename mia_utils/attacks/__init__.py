@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import loss, noise_probe, pfami, pia, rediffuse, secmi, sima
+from . import gsa, loss, noise_probe, pfami, pia, rediffuse, secmi, sima
 
 ACCESS = ("black box", "gray box", "white box")
 
@@ -99,5 +99,5 @@ def sweep(attack: Callable[..., np.ndarray], model, images, ts: Iterable[int], *
     return {int(t): attack(model, images, t=int(t), **hyper) for t in ts}
 
 
-__all__ = ["ACCESS", "ATTACKS", "Attack", "get", "loss", "noise_probe", "pfami", "pia", "rediffuse", "secmi", "sima",
+__all__ = ["ACCESS", "ATTACKS", "Attack", "get", "gsa", "loss", "noise_probe", "pfami", "pia", "rediffuse", "secmi", "sima",
            "sweep"]
