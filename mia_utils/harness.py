@@ -242,6 +242,7 @@ COLUMNS = {
     "transfer": "FPR / TPR at the calibrated 1% threshold",
     "access": "access",
     "queries": "queries",
+    "backward": "backward passes",
     "seconds": "s",
 }
 
@@ -256,6 +257,7 @@ def _row_cells(row: dict) -> dict:
         COLUMNS["transfer"]: f"{100 * cal['fpr']:.1f} / {100 * cal['tpr']:.1f}" if cal else "",
         COLUMNS["access"]: row.get("access", ""),
         COLUMNS["queries"]: f"{row['queries_per_image']:g}" if "queries_per_image" in row else "",
+        COLUMNS["backward"]: f"{row['backward_per_image']:g}" if row.get("backward_per_image") else "",
         COLUMNS["seconds"]: f"{row['seconds']:.1f}" if "seconds" in row else "",
     }
 
@@ -287,7 +289,10 @@ def table(results: Mapping[str, dict], setting: bool = True, oracle: bool = Fals
             value = row.get(key, "")
             rec[column] = f"{value:.3g}" if isinstance(value, float) else str(value)
         records.append(rec)
-    return pd.DataFrame.from_records(records)
+    out = pd.DataFrame.from_records(records)
+    if COLUMNS["backward"] in out and not out[COLUMNS["backward"]].astype(bool).any():
+        out = out.drop(columns=COLUMNS["backward"])  # forward-only attacks: no empty column
+    return out
 
 
 def show(results: Mapping[str, dict], **kwargs):

@@ -153,6 +153,9 @@ def test_table_puts_numbers_first_and_names_access(tiny_model, digits):
     assert table.loc[0, "access"] == "gray box" and table.loc[0, "queries"] == "1"
     assert table.loc[0, "AUC [95 % CI]"] == mu.metrics.format_ci(res["honest"], "auc")
     assert "oracle: setting, AUC" in cols and "images/s" in cols
+    assert "backward passes" not in cols  # forward-only rows: no empty column
+    with_grad = mu.harness.table({"SimA": res, "GSA": {**res["honest"], "backward_per_image": 4}})
+    assert list(with_grad["backward passes"]) == ["", "4"]
     # rows as metrics.json stores them make the same table
     same = mu.harness.table(mu.harness.metrics_rows({"SimA": res}))
     assert same.loc[0, "AUC [95 % CI]"] == table.loc[0, "AUC [95 % CI]"]
