@@ -134,6 +134,7 @@ def provenance(sets, seed: int = 0, n_boot: int = 1000) -> dict:
        membership: ``warning`` says so when its 95 % CI lies above 0.5 and its AUC above 0.6.
     2. Overlap across the splits: members that are also non-members, exactly (content hash) or
        as a near-copy (``data.near_duplicates``: re-encoded, slightly resized).
+
     Returns {"model-blind": a metrics row, "exact overlaps": n, "near-copies": n, "warning": str}.
     """
     import torch

@@ -236,7 +236,7 @@ def score_chosen(result: dict, model: DiffusionModel, images, grid=None, **hyper
 # ---------------------------------------------------------------------- the one table
 COLUMNS = {
     "auc": "AUC [95 % CI]",
-    "p": "p (labels permuted)",
+    "p": "p",  # the AUC's label-permutation p-value (evidence, chapter 07)
     "tpr": "TPR@1%FPR (%)",
     "tpr01": "TPR@0.1%FPR (%)",
     "transfer": "FPR / TPR at the calibrated 1% threshold",

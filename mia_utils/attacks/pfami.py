@@ -4,15 +4,15 @@ A model that memorised x puts a local maximum of its density at x: perturb a mem
 and its likelihood drops sharply; perturb a non-member and it barely moves. With the
 denoising loss as the (negative log-)likelihood proxy, PFAMI's metric attack reads
 
-    Δ(x) = (1/M) Σ_m [ L̄(x̃_m) − L̄(x) ] / L̄(x),    L̄(x) = (1/|T|) Σ_{t ∈ T} L_t(x),
+    Δ(x) = (1/M) Σ_m [ L̄(x̃_m) − L̄(x) ] / L̄(x),    L̄(x) = (1/K) Σ_k L_{t_k}(x),
 
 the mean *relative* rise of the loss when x is replaced by its perturbations x̃_m; higher =
 member. The perturbation here is the paper's cropping family at increasing strengths λ_m:
 the central (1 − λ_m) part of the image resized back to full size (bilinear), deterministic.
 L_t is the loss attack's, with every image's noise seeded by (seed, the *original* image's
 content) and the same ε for x and each x̃_m (common random numbers: the difference measures
-the perturbation, not the noise draw). Access: **gray box** (ε̂ at chosen inputs). Cost:
-(M + 1) × |T| queries per image.
+the perturbation, not the noise draw); t_1..t_K are ``ts``. Access: **gray box** (ε̂ at
+chosen inputs). Cost: (M + 1) × K queries per image.
 """
 
 from __future__ import annotations
