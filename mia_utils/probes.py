@@ -56,12 +56,17 @@ def binary_scores(probe: Pipeline, x: np.ndarray, positive=1) -> np.ndarray:
 def membership(x_dev_members, x_dev_nonmembers, x_eval_members, x_eval_nonmembers,
                seed: int = 0, n_boot: int = 1000, **extra) -> dict:
     """Fit a member-vs-non-member probe on development features, evaluate it (a row of
-    ``metrics.evaluate``: AUC, TPR at 1 % / 0.1 % FPR, ASR, with CIs)."""
+    ``metrics.evaluate``: AUC, TPR at 1 % / 0.1 % FPR, ASR, with CIs), and carry the threshold
+    transfer: the FPR and TPR on evaluation of the threshold set at 1 % FPR on the development
+    non-members' scores (in-sample for the probe, so the transfer shows its optimism too)."""
     x = np.concatenate([x_dev_members, x_dev_nonmembers])
     y = np.r_[np.ones(len(x_dev_members), int), np.zeros(len(x_dev_nonmembers), int)]
     probe = fit(x, y, seed=seed)
-    return metrics.evaluate(binary_scores(probe, x_eval_members), binary_scores(probe, x_eval_nonmembers),
-                            n_boot=n_boot, seed=seed, n_dev=len(x), **extra)
+    s_m, s_n = binary_scores(probe, x_eval_members), binary_scores(probe, x_eval_nonmembers)
+    row = metrics.evaluate(s_m, s_n, n_boot=n_boot, seed=seed, n_dev=len(x), **extra)
+    row["calibrated_at_1pct_fpr"] = metrics.calibrated(binary_scores(probe, x_dev_members),
+                                                       binary_scores(probe, x_dev_nonmembers), s_m, s_n)
+    return row
 
 
 def multiclass(x_dev: np.ndarray, y_dev: Sequence, x_eval: np.ndarray, y_eval: Sequence,

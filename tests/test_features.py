@@ -83,6 +83,10 @@ def test_blind_baseline_at_chance_without_shift_and_high_with_it(digits):
     s = mu.data.distribution_shift(n, "shift")
     shifted = mu.probes.membership(px(m[:100]), px(s[:100]), px(m[100:]), px(s[100:]), n_boot=0)
     assert shifted["auc"] > 0.9
+    # the threshold transfer: 1 % FPR on the development non-members' probe scores, applied to evaluation
+    probe = mu.probes.fit(np.concatenate([px(m[:100]), px(s[:100])]), np.r_[np.ones(100), np.zeros(100)])
+    by_hand = mu.metrics.calibrated(*(mu.probes.binary_scores(probe, px(x)) for x in (m[:100], s[:100], m[100:], s[100:])))
+    assert shifted["calibrated_at_1pct_fpr"] == pytest.approx(by_hand)
 
 
 def test_multiclass_probe_recovers_separable_classes():
