@@ -24,8 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from . import data, evidence, nbrun, specs
 from .data import DataError
 from .models import CheckpointError
@@ -63,7 +61,7 @@ def validate(checkpoint: str, members: str, nonmembers: str, device: str = "auto
     description = f"{model}; {sets}"
     if suspect is not None:
         images = data.folder_images(suspect, model.sample_shape, resize=resize)
-        data.check_no_leakage(suspect=images, nonmembers=torch.cat([sets.nonmembers_cal, sets.nonmembers_eval]))
+        data.check_no_leakage(suspect=images, nonmembers=sets.nonmembers())
         description += f"; {len(images)} suspect images"
     return description, evidence.provenance(sets, n_boot=200)
 

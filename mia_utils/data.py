@@ -438,6 +438,14 @@ class MembershipSets:
         """The four parts by name: members_cal, members_eval, nonmembers_cal, nonmembers_eval."""
         return {name: getattr(self, name) for name in SPLIT_NAMES[:4]}
 
+    def members(self) -> torch.Tensor:
+        """Every known member: the calibration part, then the evaluation part."""
+        return torch.cat([self.members_cal, self.members_eval])
+
+    def nonmembers(self) -> torch.Tensor:
+        """Every known non-member: the calibration part, then the evaluation part."""
+        return torch.cat([self.nonmembers_cal, self.nonmembers_eval])
+
     def __repr__(self) -> str:
         parts = ", ".join(f"{k}={len(getattr(self, k))}" for k in SPLIT_NAMES[:4])
         return f"MembershipSets({parts})"

@@ -117,11 +117,9 @@ def _size(scores: dict[str, np.ndarray]) -> int:
 
 
 def _scores(x, label: str) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64).ravel()
+    x = metrics._finite(x, f"{label} scores")
     if len(x) < 1:
         raise ValueError(f"The {label} set is empty: a set test needs at least one score on each side.")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"The {label} scores hold NaN or infinite values.")
     return x
 
 
@@ -137,16 +135,13 @@ def provenance(sets, seed: int = 0, n_boot: int = 1000) -> dict:
 
     Returns {"model-blind": a metrics row, "exact overlaps": n, "near-copies": n, "warning": str}.
     """
-    import torch
-
     from . import data
     from .probes import membership, pixels
 
     blind = membership(pixels(sets.members_cal), pixels(sets.nonmembers_cal), pixels(sets.members_eval),
                        pixels(sets.nonmembers_eval), seed=seed, n_boot=n_boot, queries_per_image=0,
                        access="no model")
-    members = torch.cat([sets.members_cal, sets.members_eval])
-    nonmembers = torch.cat([sets.nonmembers_cal, sets.nonmembers_eval])
+    members, nonmembers = sets.members(), sets.nonmembers()
     exact = len(set(data.image_hashes(members)) & set(data.image_hashes(nonmembers)))
     near = len(data.near_duplicates(members, nonmembers))
     warning = ""

@@ -24,7 +24,6 @@ import time
 from collections.abc import Iterable, Mapping
 
 import numpy as np
-import torch
 
 from . import attacks as _attacks
 from . import metrics
@@ -186,7 +185,7 @@ def class_shift_study(victim: str, elsewhere: str, classes: Iterable[int], ts, w
 
     model = specs.load_model(victim, device=device, batch_size=batch_size)
     sets = specs.load_membership_sets(f"{victim}/members", f"{victim}/nonmembers", model=model, seed=seed)
-    member_hashes = data.image_hashes(torch.cat([sets.members_cal, sets.members_eval]))
+    member_hashes = data.image_hashes(sets.members())
     other = data.class_sample(elsewhere, list(classes), n_dev + len(sets.members_eval), seed=seed,
                               exclude=member_hashes)
     return shift_study(model, sets, other, ts, window, n_dev, seed, n_boot)
