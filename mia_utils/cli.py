@@ -1,8 +1,13 @@
-"""``mia-book``: audit a diffusion checkpoint with the book's chapters, in one command.
+"""``mia-book``: audit a diffusion checkpoint with the book's chapters, or score images at scale.
 
     mia-book audit --checkpoint DIR --members DIR --nonmembers DIR \\
         [--chapters 02,03] [--suspect DIR] [--device cuda] [--n-eval N] [--resize] [--out DIR [--overwrite]]
         [-p NAME VALUE ...]
+    mia-book score --checkpoint DIR --attack sima [-p t 50 ...] --images DIR [--members DIR --nonmembers DIR]
+        --out scores.parquet [--dtype bf16] [--num-processes N] [--overwrite]
+
+``score`` writes raw per-image scores (``mia_utils.scoring``); under ``accelerate launch -m
+mia_utils score ...`` (or with ``--num-processes N``) the images are sharded over processes.
 
 The inputs are validated before anything runs (the checkpoint loads with every weight, one ε̂
 query is finite, the model has the chapters' time steps, the images match the model's size and
@@ -26,22 +31,11 @@ from pathlib import Path
 
 from . import data, evidence, nbrun, specs
 from .data import DataError
-from .models import CheckpointError
+from .models import PRECISIONS, CheckpointError, check_device
 from .zoo import ZooError
 
 # parameters the audit sets itself from its own options: -p may not override them
 OWN = ("checkpoint", "members", "nonmembers", "device", "n_eval", "batch_size", "seed", "out_dir", "resize", "suspect")
-DEVICES = ("auto", "cpu", "cuda", "mps")
-
-
-def check_device(device: str) -> str:
-    """"auto", "cpu", "cuda", "cuda:N" or "mps"; a one-line error otherwise."""
-    base, _, index = str(device).partition(":")
-    if base not in DEVICES or (index and not (base == "cuda" and index.isdigit())):
-        raise CheckpointError(f"--device {device!r}: use one of auto, cpu, cuda, cuda:N or mps.")
-    return device
-
-
 def validate(checkpoint: str, members: str, nonmembers: str, device: str = "auto",
              n_eval: int | None = None, resize: bool = False, max_t: int | None = None,
              suspect: str | None = None) -> tuple[str, dict]:
@@ -274,7 +268,43 @@ def _positive(text: str) -> int:
     return value
 
 
+def _launch(argv: list[str], processes: int) -> int:
+    """``mia-book score`` again under ``accelerate launch`` with ``processes`` processes on this
+    machine (one GPU each where there are GPUs, else CPU processes talking over gloo)."""
+    import os
+    import socket
+    import subprocess
+
+    import torch
+
+    if torch.cuda.is_available() and processes > torch.cuda.device_count():
+        raise ValueError(f"--num-processes {processes}: this machine has {torch.cuda.device_count()} GPU(s); "
+                         "run one process per GPU.")
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--num-processes":
+            skip = True
+        elif not arg.startswith("--num-processes="):
+            rest.append(arg)
+    with socket.socket() as sock:  # a free port, so that two runs on one machine do not collide
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ)
+    if not torch.cuda.is_available():  # the cores shared out: one run of N processes uses what one would
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(port), "-m", "mia_utils", *rest]
+    return subprocess.call(cmd, env=env)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import os
+
+    from . import scoring
+
     parser = argparse.ArgumentParser(prog="mia-book", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("audit", help="run the book's chapters on your checkpoint and images")
@@ -292,15 +322,48 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--out", default="audit", help="report folder (default: ./audit)")
     a.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
                    help="any other chapter parameter, e.g. -p n_boot 200")
+    s = sub.add_parser("score", help="raw per-image scores of one attack, sharded over processes (accelerate)",
+                       description=scoring.__doc__.split("\n\n")[0])
+    s.add_argument("--checkpoint", required=True, help="a local diffusers folder (or a zoo: name)")
+    s.add_argument("--attack", required=True, help=f"one of {', '.join(scoring.attack_names())}")
+    s.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="an attack parameter, e.g. -p t 50 (JSON values: -p ts '[100, 200]')")
+    s.add_argument("--images", help="folder of images to score (unlabelled; sub-folders included)")
+    s.add_argument("--members", help="folder of known members (a calibration set, with --nonmembers)")
+    s.add_argument("--nonmembers", help="folder of known non-members")
+    s.add_argument("--base", help="the pre-trained model the checkpoint was fine-tuned from (noise_probe)")
+    s.add_argument("--out", required=True, help="the .parquet or .csv file to write (and OUT.json beside it)")
+    s.add_argument("--device", default="auto", help='"auto", "cpu", "cuda" or "cuda:N"')
+    s.add_argument("--dtype", default="fp32", choices=PRECISIONS,
+                   help="precision of the forward passes: fp32 (default, exact) or, on CUDA, tf32, bf16, fp16")
+    s.add_argument("--batch-size", type=_positive, default=256, help="images per forward pass")
+    s.add_argument("--shard-size", type=_positive, default=1024, help="images per shard (the unit of resumption)")
+    s.add_argument("--fpr", type=float, default=0.01, help="false-positive rate the decisions are set at")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--resize", action="store_true", help="resize and convert images to the model's size and channels")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --out and its shards")
+    s.add_argument("--num-processes", type=_positive, default=None,
+                   help="run under accelerate launch with this many processes on this machine")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    main_rank = os.environ.get("RANK", "0") == "0"
     try:
-        audit(args.checkpoint, args.members, args.nonmembers, out=args.out,
-              chapters=args.chapters.split(",") if args.chapters is not None else None, device=args.device,
-              n_eval=args.n_eval, batch_size=args.batch_size, seed=args.seed,
-              parameters=nbrun._parse_params(args.parameter), resize=args.resize, overwrite=args.overwrite,
-              suspect=args.suspect)
+        if args.cmd == "audit":
+            audit(args.checkpoint, args.members, args.nonmembers, out=args.out,
+                  chapters=args.chapters.split(",") if args.chapters is not None else None, device=args.device,
+                  n_eval=args.n_eval, batch_size=args.batch_size, seed=args.seed,
+                  parameters=nbrun._parse_params(args.parameter), resize=args.resize, overwrite=args.overwrite,
+                  suspect=args.suspect)
+        elif args.num_processes is not None and args.num_processes > 1:
+            return _launch(argv, args.num_processes)
+        else:
+            scoring.score(args.checkpoint, args.attack, args.out, parameters=nbrun._parse_params(args.parameter),
+                          images=args.images, members=args.members, nonmembers=args.nonmembers, base=args.base,
+                          device=args.device, dtype=args.dtype, batch_size=args.batch_size, seed=args.seed,
+                          resize=args.resize, fpr=args.fpr, shard_size=args.shard_size, overwrite=args.overwrite)
     except (CheckpointError, DataError, ZooError, ValueError, TypeError) as err:
-        print(f"mia-book: error: {err}", file=sys.stderr)
+        if main_rank:  # under accelerate every process finds the same fault: say it once
+            print(f"mia-book: error: {err}", file=sys.stderr)
         return 2
     return 0
 

@@ -358,27 +358,36 @@ def _pixels(im, channels: int | None, size: tuple[int, int] | None):
     return arr
 
 
-def load_image_folder(path: str | Path, size: int | tuple[int, int] | None = None,
-                      channels: int | None = None, return_names: bool = False):
-    """Read every PNG/JPEG in a folder (sorted by name) as [N, C, H, W] in [-1, 1].
-
-    ``channels`` 1 or 3 converts (grey <-> RGB); None keeps the files' own mode (grey for L,
-    LA, 16-bit and grey-palette files; RGB for colour), which must then agree across files.
-    ``size`` (int or (H, W)) resizes with bicubic filtering; None keeps the files' size, which
-    must then agree across files. With ``return_names``, also the file names, in order.
-    """
-    import warnings
-
-    from PIL import Image, UnidentifiedImageError
-
+def image_files(path: str | Path, recursive: bool = False) -> list[Path]:
+    """The image files of a folder, sorted (hidden files and ``metadata.jsonl`` left out); with
+    ``recursive``, of its sub-folders too (sorted by relative path). A DataError names the folder
+    when it is missing or empty."""
     path = Path(path)
     if not path.is_dir():
         what = "is a file" if path.exists() else "does not exist"
         raise DataError(f"Image folder {str(path)!r} {what}: pass a folder of PNG/JPEG images.")
-    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
-                   and p.name != "metadata.jsonl")
+    found = path.rglob("*") if recursive else path.iterdir()
+    files = sorted((p for p in found if p.is_file() and p.name != "metadata.jsonl"
+                    and not any(part.startswith(".") for part in p.relative_to(path).parts)),
+                   key=lambda p: p.relative_to(path).as_posix())
     if not files:
         raise DataError(f"Image folder {str(path)!r} is empty: put the PNG/JPEG images in it.")
+    return files
+
+
+def load_image_files(files, size: int | tuple[int, int] | None = None, channels: int | None = None,
+                     where: str | None = None) -> torch.Tensor:
+    """Read the given PNG/JPEG files, in order, as [N, C, H, W] in [-1, 1] (``load_image_folder``
+    says how ``size`` and ``channels`` convert); ``where`` names them in errors (default: their
+    folder)."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    files = [Path(f) for f in files]
+    if not files:
+        raise DataError("No image files given.")
+    where = where or str(files[0].parent)
     if channels not in (None, 1, 3):
         raise DataError(f"channels={channels!r}: use 1 (grey) or 3 (RGB).")
     arrays = []
@@ -404,10 +413,25 @@ def load_image_folder(path: str | Path, size: int | tuple[int, int] | None = Non
     if len(shapes) > 1:
         found = "; ".join(f"{shape} as in {name}" for shape, name in shapes.items())
         raise DataError(
-            f"Images in {str(path)!r} differ in [channels, height, width] ({found}): make them agree, or "
+            f"Images in {where!r} differ in [channels, height, width] ({found}): make them agree, or "
             "pass size= and channels= (--resize on the command line) to convert them on loading."
         )
-    images = torch.from_numpy(np.stack(arrays).astype(np.float32) * 2.0 - 1.0).float()
+    return torch.from_numpy(np.stack(arrays).astype(np.float32) * 2.0 - 1.0).float()
+
+
+def load_image_folder(path: str | Path, size: int | tuple[int, int] | None = None,
+                      channels: int | None = None, return_names: bool = False):
+    """Read every PNG/JPEG in a folder (sorted by name) as [N, C, H, W] in [-1, 1].
+
+    ``channels`` 1 or 3 converts (grey <-> RGB); None keeps the files' own mode (grey for L,
+    LA, 16-bit and grey-palette files; RGB for colour), which must then agree across files.
+    ``size`` (int or (H, W)) resizes with bicubic filtering; None keeps the files' size, which
+    must then agree across files. With ``return_names``, also the file names, in order.
+    """
+    if channels not in (None, 1, 3):
+        raise DataError(f"channels={channels!r}: use 1 (grey) or 3 (RGB).")
+    files = image_files(path)
+    images = load_image_files(files, size, channels, where=str(path))
     return (images, [f.name for f in files]) if return_names else images
 
 
@@ -451,6 +475,21 @@ class MembershipSets:
         return f"MembershipSets({parts})"
 
 
+def check_shape(images: torch.Tensor, shape: tuple[int, int, int], where: str) -> None:
+    """A DataError naming the fix when ``images`` [N, C, H, W] are not of a model's [C, H, W]."""
+    c, h, w = shape
+    if images.shape[1] != c:
+        raise DataError(
+            f"Images in {where!r} have {images.shape[1]} channel(s) but the model takes {c}: "
+            f"convert them, or pass resize=True (--resize on the command line) to convert them on loading."
+        )
+    if tuple(images.shape[2:]) != (h, w):
+        raise DataError(
+            f"Images in {where!r} are {tuple(images.shape[2:])} but the model takes {(h, w)}: "
+            f"resize them to {h}x{w}, or pass resize=True (--resize on the command line) to resize on loading."
+        )
+
+
 def folder_images(path, shape: tuple[int, int, int] | None, resize: bool = False,
                   return_names: bool = False):
     """A folder's images, checked against (or, with ``resize``, converted to) a model's [C, H, W]."""
@@ -460,16 +499,7 @@ def folder_images(path, shape: tuple[int, int, int] | None, resize: bool = False
     if resize:
         return load_image_folder(path, size=(h, w), channels=c, return_names=return_names)
     images, names = load_image_folder(path, return_names=True)
-    if images.shape[1] != c:
-        raise DataError(
-            f"Images in {str(path)!r} have {images.shape[1]} channel(s) but the model takes {c}: "
-            f"convert them, or pass resize=True (--resize on the command line) to convert them on loading."
-        )
-    if tuple(images.shape[2:]) != (h, w):
-        raise DataError(
-            f"Images in {str(path)!r} are {tuple(images.shape[2:])} but the model takes {(h, w)}: "
-            f"resize them to {h}x{w}, or pass resize=True (--resize on the command line) to resize on loading."
-        )
+    check_shape(images, shape, str(path))
     return (images, names) if return_names else images
 
 

@@ -2,11 +2,13 @@
 
 ``DiffusionModel.eps(x_t, t)`` is the one hook all attacks call (as PIA's ``EpsGetter``); it
 batches, moves data to the model's device, and counts queries (one query = one image through
-one forward pass), so the cost column of every table is measured, not claimed.
+one forward pass), so the cost column of every table is measured, not claimed. It also runs
+every forward at the model's precision (``PRECISIONS``): fp32 by default, everywhere.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from pathlib import Path
@@ -20,6 +22,42 @@ PICKLE_WEIGHTS = ("diffusion_pytorch_model.bin", "pytorch_model.bin", "model.pt"
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded; the message names the fix."""
+
+
+# The precisions a forward pass may run at. fp32 is exact IEEE float32 (TF32 switched off for
+# matmuls and convolutions alike: PyTorch leaves cuDNN's convolutions on TF32 by default, so
+# "fp32" on a GPU is not float32 unless told); tf32 lets the tensor cores round inputs to 10-bit
+# mantissas; bf16 and fp16 run under torch.autocast (weights stay float32, ε̂ comes back float32).
+# Only fp32 exists on the CPU.
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+
+
+def check_precision(dtype: str, device: torch.device) -> str:
+    """``dtype`` if it is one of ``PRECISIONS`` and the device runs it (all but fp32 need CUDA)."""
+    if dtype not in PRECISIONS:
+        raise CheckpointError(f"dtype={dtype!r}: use one of {', '.join(PRECISIONS)}.")
+    if dtype != "fp32" and device.type != "cuda":
+        raise CheckpointError(f"dtype={dtype!r} runs on a CUDA GPU only; on {device.type} use fp32 (the default).")
+    return dtype
+
+
+@contextlib.contextmanager
+def precision(dtype: str, device: torch.device):
+    """Run the forward passes inside at ``dtype`` on ``device`` (see ``PRECISIONS``)."""
+    if device.type != "cuda":
+        yield
+        return
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    before = (matmul.fp32_precision, conv.fp32_precision)
+    matmul.fp32_precision = conv.fp32_precision = "tf32" if dtype == "tf32" else "ieee"
+    try:
+        if dtype in ("bf16", "fp16"):
+            with torch.autocast("cuda", dtype=torch.bfloat16 if dtype == "bf16" else torch.float16):
+                yield
+        else:
+            yield
+    finally:
+        matmul.fp32_precision, conv.fp32_precision = before
 
 
 def small_unet_config(sample_size: int = 8, channels: int = 1,
@@ -37,6 +75,19 @@ def small_unet_config(sample_size: int = 8, channels: int = 1,
         "down_block_types": down, "up_block_types": up,
         "norm_num_groups": min(32, block_out_channels[0]),
     }
+
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def check_device(device) -> str:
+    """"auto", "cpu", "cuda", "cuda:N" or "mps" (or a torch.device); a one-line error otherwise."""
+    if isinstance(device, torch.device):
+        return device
+    base, _, index = str(device).partition(":")
+    if base not in DEVICES or (index and not (base == "cuda" and index.isdigit())):
+        raise CheckpointError(f"--device {device!r}: use one of auto, cpu, cuda, cuda:N or mps.")
+    return device
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -63,13 +114,15 @@ class DiffusionModel:
     """A UNet2DModel ε-predictor with its schedule, on a device, counting its queries.
 
     Attributes: ``unet``, ``scheduler`` (a diffusers DDPMScheduler), ``alpha_bar`` (float64
-    tensor [T], ᾱ_t = ∏_{s<=t} (1 - β_s), on the CPU), ``device``, ``batch_size``,
-    ``queries`` (images passed through the UNet since the last ``reset_queries``).
+    tensor [T], ᾱ_t = ∏_{s<=t} (1 - β_s), on the CPU), ``device``, ``batch_size``, ``dtype``
+    (the forward passes' precision, one of ``PRECISIONS``), ``queries`` (images passed through
+    the UNet since the last ``reset_queries``).
     """
 
     def __init__(self, unet: UNet2DModel, scheduler: DDPMScheduler | None = None,
-                 device: str | torch.device = "auto", batch_size: int = 256):
+                 device: str | torch.device = "auto", batch_size: int = 256, dtype: str = "fp32"):
         self.device = resolve_device(device)
+        self.dtype = check_precision(dtype, self.device)
         self.unet = unet.to(self.device).eval()
         self.scheduler = scheduler if scheduler is not None else default_scheduler()
         if getattr(self.scheduler.config, "prediction_type", "epsilon") != "epsilon":
@@ -120,8 +173,8 @@ class DiffusionModel:
             raise CheckpointError(f"{len(bad)} weight tensor(s) hold NaN or inf (e.g. {bad[0]}): the checkpoint is "
                                   "broken (a diverged training run?); use an earlier one.")
         x = torch.zeros((1, *self.sample_shape), device=self.device)
-        with torch.no_grad():
-            out = self.unet(x, torch.tensor([0], device=self.device)).sample
+        with torch.no_grad(), precision(self.dtype, self.device):
+            out = self.unet(x, torch.tensor([0], device=self.device)).sample.float()
         if tuple(out.shape) != tuple(x.shape):
             raise CheckpointError(f"The UNet maps images {tuple(x.shape[1:])} to {tuple(out.shape[1:])}: an "
                                   "ε-prediction model returns the input's shape (out_channels = in_channels).")
@@ -193,10 +246,10 @@ class DiffusionModel:
             raise ValueError(f"t must lie in [0, {self.num_train_timesteps - 1}].")
         bs = batch_size or self.batch_size
         out = []
-        with torch.set_grad_enabled(grad):
+        with torch.set_grad_enabled(grad), precision(self.dtype, self.device):
             for i in range(0, n, bs):
                 xb = x_t[i:i + bs].to(self.device, torch.float32)
-                out.append(self.unet(xb, t[i:i + bs].to(self.device)).sample.to(x_t.device))
+                out.append(self.unet(xb, t[i:i + bs].to(self.device)).sample.float().to(x_t.device))
                 self.queries += len(xb)
         return torch.cat(out) if out else x_t.new_zeros(x_t.shape)
 
@@ -242,7 +295,8 @@ class DiffusionModel:
         out = []
         for i in range(0, len(x_t), chunk):
             xb = x_t[i:i + chunk].to(self.device, torch.float32)
-            with warnings.catch_warnings():  # "no batching rule for attention": a speed notice only
+            with warnings.catch_warnings(), precision(self.dtype, self.device):
+                # "no batching rule for attention": a speed notice only
                 warnings.filterwarnings("ignore", message="There is a performance drop")
                 g = per_sample(params, xb, t[i:i + chunk].to(self.device), eps[i:i + chunk].to(self.device))
             out.append(torch.stack([v.flatten(1).norm(dim=1) for v in g.values()], dim=1).detach())
@@ -258,8 +312,9 @@ class DiffusionModel:
         return path
 
     def __repr__(self) -> str:
+        dtype = "" if self.dtype == "fp32" else f", dtype={self.dtype}"
         return (f"DiffusionModel({self.num_parameters / 1e6:.2f}M parameters, images {self.sample_shape}, "
-                f"T={self.num_train_timesteps}, device={self.device})")
+                f"T={self.num_train_timesteps}, device={self.device}{dtype})")
 
 
 # ---------------------------------------------------------------------- loading
@@ -346,14 +401,15 @@ def _load_unet(unet_dir: Path) -> UNet2DModel:
 
 
 def load_model(source: str | Path, device: str | torch.device = "auto",
-               batch_size: int = 256) -> DiffusionModel:
+               batch_size: int = 256, dtype: str = "fp32") -> DiffusionModel:
     """A DiffusionModel from a local diffusers folder (``specs.load_model`` also takes ``zoo:`` names).
 
     Folders: a DDPMPipeline layout (``unet/`` and ``scheduler/``) or a bare UNet2DModel folder
     (``config.json``, the weights, and ``scheduler_config.json`` beside them). Weights are read
     from safetensors only: pickled weights (``.bin``/``.pt``) can run code when loaded. Every
     weight the config needs must be there with its shape, and one ε̂ query must be finite and
-    of the input's shape (``DiffusionModel.self_check``).
+    of the input's shape (``DiffusionModel.self_check``). ``dtype``: the forward passes' precision
+    (``PRECISIONS``; all but fp32 need a CUDA device).
     """
     root = Path(source)
     if not root.is_dir():
@@ -367,6 +423,6 @@ def load_model(source: str | Path, device: str | torch.device = "auto",
     unet_dir = _find_unet_dir(root)
     unet = _load_unet(unet_dir)
     scheduler = _load_scheduler(root, unet_dir)
-    model = DiffusionModel(unet, scheduler, device=device, batch_size=batch_size)
+    model = DiffusionModel(unet, scheduler, device=device, batch_size=batch_size, dtype=dtype)
     model.self_check()
     return model

@@ -52,9 +52,9 @@ def recipe(spec):
     return zoo.get_recipe(zoo_name(spec)) if is_zoo(spec) else None
 
 
-def load_model(spec, device: str | torch.device = "auto", batch_size: int = 256) -> DiffusionModel:
+def load_model(spec, device: str | torch.device = "auto", batch_size: int = 256, dtype: str = "fp32") -> DiffusionModel:
     """``models.load_model`` on the spec's folder."""
-    return models.load_model(folder(spec), device=device, batch_size=batch_size)
+    return models.load_model(folder(spec), device=device, batch_size=batch_size, dtype=dtype)
 
 
 def load_ldm(spec, device: str | torch.device = "auto", batch_size: int = 256):

@@ -1,0 +1,451 @@
+"""Raw per-image scores at scale: what ``mia-book score`` runs, on one process or many.
+
+    mia-book score --checkpoint DIR --attack sima -p t 50 --images DIR \\
+        [--members DIR --nonmembers DIR] --out scores.parquet
+    accelerate launch -m mia_utils score ...          # the same, sharded over the processes
+
+One row per image: its path (relative to the folder it came from), its split (member,
+non-member, unlabelled), the SHA-256 of its pixels as the model sees them (the hash that
+also seeds its noise), the attack, its parameters, the score (higher = more likely a member)
+and the SHA-256 of the checkpoint's weights. Feature attacks (``trajectory``, ``gsa``) add
+one column per feature; their score is a linear probe's log-odds, trained on the labelled
+calibration images (none without labels).
+
+With labelled images (``members`` and ``nonmembers``), each is put, by its content hash, in
+a calibration part or a held-out part. The threshold that calls "member" at the chosen
+false-positive rate is set on the calibration non-members; every image gets its decision,
+and the FPR and TPR the threshold realises on the held-out labelled images are reported
+(with the held-out AUC and its 95 % bootstrap interval) in ``<out>.json``.
+
+Scale. The images are cut into shards of ``shard_size`` files, in a fixed order; the shards
+are spread over the processes with accelerate's ``PartialState.split_between_processes`` (as
+diffusers' distributed-inference guide does); each shard's rows are written atomically to
+``<out>.shards/`` as soon as they are done, so a killed run started again skips the finished
+shards; the main process gathers every shard (``accelerate.utils.gather_object``: no shared
+file system needed) and writes the file, last and atomically. Every random draw is seeded by
+(seed, the image's content hash), so a score depends neither on the number of processes, the
+batch size, nor the order of the images (``mia_utils.noise``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import attacks as _attacks
+from . import data, features, metrics, specs
+from .attacks import gsa
+from .data import DataError
+from .models import CheckpointError, DiffusionModel, check_device, resolve_device
+from .noise import content_hashes
+
+FORMAT = 1  # bump when a row's meaning changes: shards of another format are not mixed in
+SPLITS = ("member", "nonmember", "unlabelled")
+# hyper-parameters the command sets itself (or that are tensors): never -p
+OWN = ("batch_size", "seed", "base", "x_init", "progress", "chunk", "theta_chunk", "desc")
+
+
+# ---------------------------------------------------------------------- feature attacks
+TRAJECTORY_TS = tuple(features.stride(100))  # 0, 100, ..., 900
+
+
+def _trajectory(model: DiffusionModel, images: torch.Tensor, ts: tuple[int, ...] = TRAJECTORY_TS,
+                kinds: tuple[str, ...] = ("loss", "grad_x"), seed: int = 0,
+                batch_size: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """Log trajectory features (``features.trajectory_features``: L_t and ‖∇_x L_t‖² at every t
+    of ``ts``), one column per (kind, t). Gray box (loss) / white box (gradients); cost per
+    image: len(ts) queries plus one backward pass per t for each gradient kind."""
+    f = features.trajectory_features(model, images, ts, kinds=kinds, seed=seed, batch_size=batch_size,
+                                     progress=False)
+    return f.matrix(log=True), [f"{k}_t{t}" for k in f.values for t in f.ts]
+
+
+def _gsa(model: DiffusionModel, images: torch.Tensor, ts: tuple[int, ...] = (100, 200, 300, 400),
+         mode: str = "gsa1", seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """GSA1 / GSA2 log per-layer gradient norms (``attacks.gsa``), one column per parameter
+    tensor. White box; cost per image: len(ts) queries, 1 (GSA1) or len(ts) (GSA2) backward passes."""
+    names = [f"grad_{name}" for name, _ in model.unet.named_parameters()]
+    return gsa.features(model, images, ts=tuple(ts), mode=mode, seed=seed), names
+
+
+@dataclass(frozen=True)
+class FeatureAttack:
+    """An attack that gives each image a feature vector; a probe on labelled images scores it."""
+
+    name: str
+    title: str
+    features: Callable[..., tuple[np.ndarray, list[str]]]
+    access: str
+
+    @property
+    def defaults(self) -> dict:
+        sig = inspect.signature(self.features)
+        return {k: p.default for k, p in list(sig.parameters.items())[2:]}
+
+    def check_hyper(self, hyper: dict) -> dict:
+        unknown = sorted(set(hyper) - set(self.defaults))
+        if unknown:
+            raise ValueError(f"{self.name} has no parameter {', '.join(map(repr, unknown))}; its parameters are "
+                             f"{', '.join(sorted(set(self.defaults) - set(OWN)))}.")
+        return {**self.defaults, **hyper}
+
+
+FEATURE_ATTACKS = {a.name: a for a in [
+    FeatureAttack("trajectory", "trajectory features + probe", _trajectory, "white box"),
+    FeatureAttack("gsa", "GSA + probe", _gsa, "white box"),
+]}
+
+
+def attack_names() -> list[str]:
+    """Every attack ``score`` reaches: the registry's scores, then the feature attacks."""
+    return [*_attacks.ATTACKS, *FEATURE_ATTACKS]
+
+
+def get_attack(name: str):
+    """A registered attack (``attacks.Attack``) or a ``FeatureAttack``; an error listing all otherwise."""
+    if name in FEATURE_ATTACKS:
+        return FEATURE_ATTACKS[name]
+    if name not in _attacks.ATTACKS:
+        raise ValueError(f"No attack {name!r}; the attacks are {', '.join(attack_names())}.")
+    return _attacks.ATTACKS[name]
+
+
+def parameters_of(name: str) -> dict:
+    """The parameters ``-p`` may set for attack ``name``, with their defaults."""
+    return {k: v for k, v in get_attack(name).defaults.items() if k not in OWN}
+
+
+# ---------------------------------------------------------------------- the inputs
+@dataclass(frozen=True)
+class Item:
+    """One image to score: its split, the folder it was listed from and its path inside it."""
+
+    split: str
+    root: str
+    path: str
+
+    @property
+    def file(self) -> Path:
+        return Path(self.root) / self.path
+
+
+def list_items(images: str | None = None, members: str | None = None, nonmembers: str | None = None) -> list[Item]:
+    """Every image file of the folders (sub-folders included), members first, then non-members,
+    then unlabelled, each sorted by path: the fixed order the shards are cut in."""
+    if (members is None) != (nonmembers is None):
+        raise DataError("Give both --members and --nonmembers (a labelled set needs both sides), or neither.")
+    if images is None and members is None:
+        raise DataError("Nothing to score: give --images DIR, or --members DIR and --nonmembers DIR, or all three.")
+    items = []
+    for split, folder in (("member", members), ("nonmember", nonmembers), ("unlabelled", images)):
+        if folder is not None:
+            root = Path(folder).resolve()
+            items += [Item(split, str(root), f.relative_to(root).as_posix()) for f in data.image_files(root, True)]
+    return items
+
+
+def weights_hash(folder: str | Path) -> str:
+    """SHA-256 over every safetensors file of a checkpoint folder (relative path, then bytes),
+    in sorted order: which weights scored, whatever the folder is called."""
+    folder = Path(folder)
+    h = hashlib.sha256()
+    files = sorted(folder.rglob("*.safetensors"), key=lambda p: p.relative_to(folder).as_posix())
+    if not files:
+        raise CheckpointError(f"{str(folder)!r} holds no safetensors weights.")
+    for f in files:
+        h.update(f.relative_to(folder).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _jsonable(hyper: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(hyper.items())}
+
+
+# ---------------------------------------------------------------------- one run
+@dataclass
+class Run:
+    """A scoring run, checked: the model(s), the attack and its parameters, the images and the
+    fingerprint that names its shards (what the scores depend on, and nothing else)."""
+
+    model: DiffusionModel
+    attack: object
+    hyper: dict          # the attack's parameters, defaults filled in (JSON-able)
+    call: dict           # what the score function is called with (hyper + base model, batch size)
+    items: list[Item]
+    fingerprint: dict
+    shard_size: int
+    resize: bool
+
+    @property
+    def run_id(self) -> str:
+        return hashlib.sha256(json.dumps(self.fingerprint, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def shards(self) -> list[list[Item]]:
+        return [self.items[i:i + self.shard_size] for i in range(0, len(self.items), self.shard_size)]
+
+    def queries(self, reset: bool = False) -> int:
+        """ε̂ queries since the last reset, of every model the attack calls (the base included)."""
+        models = [self.model, *[v for v in self.call.values() if isinstance(v, DiffusionModel)]]
+        return sum(m.reset_queries() if reset else m.queries for m in models)
+
+    def load(self, items: list[Item]) -> torch.Tensor:
+        """The shard's images as the model takes them (converted with ``resize``, else checked)."""
+        c, h, w = self.model.sample_shape
+        images = data.load_image_files([it.file for it in items], size=(h, w) if self.resize else None,
+                                       channels=c if self.resize else None, where=items[0].root)
+        data.check_shape(images, self.model.sample_shape, items[0].root)
+        return images
+
+    def score(self, items: list[Item]) -> pd.DataFrame:
+        """The rows of some images (one shard): hashes, scores or features."""
+        images = self.load(items)
+        rows = pd.DataFrame({"path": [it.path for it in items], "split": [it.split for it in items],
+                             "content_sha256": content_hashes(images)})
+        if isinstance(self.attack, FeatureAttack):
+            x, names = self.attack.features(self.model, images, **self.call)
+            rows["score"] = np.nan  # the probe scores them once every shard is in
+            rows = pd.concat([rows, pd.DataFrame(x, columns=[f"f_{n}" for n in names])], axis=1)
+        else:
+            rows["score"] = np.asarray(self.attack(self.model, images, **self.call), dtype=np.float64)
+        return rows
+
+
+def prepare(checkpoint: str, attack: str, parameters: dict | None = None, images: str | None = None,
+            members: str | None = None, nonmembers: str | None = None, base: str | None = None,
+            device: str | torch.device = "auto", dtype: str = "fp32", batch_size: int = 256, seed: int = 0,
+            resize: bool = False, shard_size: int = 1024) -> Run:
+    """Check everything a run needs and load the model(s); errors name the fix."""
+    parameters = dict(parameters or {})
+    att = get_attack(attack)
+    own = sorted(set(parameters) & set(OWN))
+    if own:
+        raise ValueError(f"-p {own[0]}: set by the command's own option (--{own[0].replace('_', '-')}) or not "
+                         f"settable; {attack}'s parameters are {', '.join(sorted(parameters_of(attack)))}.")
+    hyper = att.check_hyper(parameters)
+    for name, value in (("batch_size", batch_size), ("shard_size", shard_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} {value!r}: give a whole number >= 1.")
+    model = specs.load_model(checkpoint, device=device, batch_size=batch_size, dtype=dtype)
+    call = {k: v for k, v in hyper.items() if k not in OWN}
+    sig = att.defaults
+    if "seed" in sig:
+        call["seed"] = seed
+    if "batch_size" in sig:
+        call["batch_size"] = batch_size
+    fingerprint = {"format": FORMAT, "checkpoint_sha256": weights_hash(specs.folder(checkpoint)), "attack": att.name,
+                   "parameters": _jsonable({k: v for k, v in call.items() if k != "batch_size"}),
+                   "dtype": dtype, "resize": bool(resize), "shard_size": shard_size}
+    if "base" in sig:
+        if base is None:
+            raise ValueError(f"{att.name} needs the model the checkpoint was fine-tuned from: --base DIR.")
+        call["base"] = specs.load_model(base, device=model.device, batch_size=batch_size, dtype=dtype)
+        fingerprint["base_sha256"] = weights_hash(specs.folder(base))
+    elif base is not None:
+        raise ValueError(f"--base is used by noise_probe only; {att.name} queries the checkpoint alone.")
+    items = list_items(images, members, nonmembers)
+    fingerprint["images_sha256"] = hashlib.sha256("\n".join(f"{it.split}\t{it.root}\t{it.path}"
+                                                            for it in items).encode()).hexdigest()
+    run = Run(model, att, fingerprint["parameters"], call, items, fingerprint, shard_size, resize)
+    run.score(items[:1])  # one image through the whole attack: bad parameters fail before anything is written
+    run.queries(reset=True)
+    return run
+
+
+# ---------------------------------------------------------------------- files
+def _write_atomic(df: pd.DataFrame, path: Path) -> None:
+    """Write ``df`` (parquet or CSV, by the suffix) to a temporary name, then rename: a file that
+    exists under ``path`` is complete."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if path.suffix == ".csv":
+        df.to_csv(tmp, index=False)
+    else:
+        df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _write_text_atomic(text: str, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def shard_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".shards")
+
+
+def check_out(out: Path, run: Run, overwrite: bool) -> None:
+    """Refuse an existing result (unless ``overwrite``) and shards of another run (another
+    checkpoint, attack, parameters, images or precision): they must never mix."""
+    if out.suffix not in (".parquet", ".csv"):
+        raise ValueError(f"--out {str(out)!r}: name a .parquet or .csv file.")
+    if overwrite:
+        return
+    if out.exists():
+        raise ValueError(f"--out {str(out)!r} exists: choose another path, or pass --overwrite to replace it.")
+    marker = shard_dir(out) / "run.json"
+    if marker.is_file():
+        earlier = json.loads(marker.read_text())
+        if earlier != run.fingerprint:
+            diff = sorted(k for k in set(earlier) | set(run.fingerprint) if earlier.get(k) != run.fingerprint.get(k))
+            raise ValueError(f"{str(shard_dir(out))!r} holds the shards of another run (it differs in "
+                             f"{', '.join(diff)}): they are not mixed in. Delete the folder, or pass --overwrite.")
+
+
+def _read_shard(path: Path, run_id: str) -> pd.DataFrame:
+    df = pd.read_parquet(path)
+    if set(df["run"]) != {run_id}:
+        raise ValueError(f"{str(path)!r} belongs to another run: delete {str(path.parent)!r} and start again.")
+    return df.drop(columns="run")
+
+
+# ---------------------------------------------------------------------- calibration
+def calibration_part(hashes, seed: int = 0, fraction: float = 0.5) -> np.ndarray:
+    """True for the images whose content hash puts them in the calibration part (a uniform draw
+    from (seed, hash): the same image is in the same part whatever else is scored)."""
+    u = np.array([int(hashlib.sha256(f"calibration|{seed}|{h}".encode()).hexdigest()[:13], 16) / 16 ** 13
+                  for h in hashes])
+    return u < fraction
+
+
+def calibrate(rows: pd.DataFrame, fpr: float = 0.01, seed: int = 0, fraction: float = 0.5,
+              n_boot: int = 1000, features_probe: bool = False) -> dict:
+    """Fill ``part`` and ``decision`` (and, for a feature attack, ``score``) in place; return what
+    the threshold realised on the held-out labelled images. Without labelled images: {}."""
+    labelled = rows["split"].isin(SPLITS[:2]).to_numpy()
+    rows["part"] = ""
+    rows["decision"] = ""
+    if not labelled.any():
+        return {}
+    cal = labelled & calibration_part(rows["content_sha256"], seed, fraction)
+    held = labelled & ~cal
+    rows.loc[cal, "part"], rows.loc[held, "part"] = "calibration", "held-out"
+    member = (rows["split"] == "member").to_numpy()
+    for what, mask in (("calibration", cal), ("held-out", held)):
+        for side, m in (("members", member), ("non-members", ~member)):
+            if (mask & labelled & m).sum() < 2:
+                raise DataError(f"The {what} part has {(mask & labelled & m).sum()} {side}: give more labelled images "
+                                "(each part needs at least 2 of each; images go to a part by their content hash).")
+    if features_probe:
+        from .probes import binary_scores, fit
+
+        cols = [c for c in rows.columns if c.startswith("f_")]
+        probe = fit(rows.loc[cal, cols].to_numpy(), member[cal].astype(int), seed=seed)
+        rows["score"] = binary_scores(probe, rows[cols].to_numpy())
+    s = rows["score"].to_numpy()
+    tau = metrics.threshold_at_fpr(s[cal & ~member], fpr)
+    rows["decision"] = np.where(s > tau, "member", "non-member")
+    row = metrics.evaluate(s[held & member], s[held & ~member], n_boot=n_boot, seed=seed)
+    return {"target_fpr": fpr, "threshold": tau,
+            "held_out": {"members": int((held & member).sum()), "nonmembers": int((held & ~member).sum()),
+                         "fpr": float(np.mean(s[held & ~member] > tau)), "tpr": float(np.mean(s[held & member] > tau)),
+                         **{k: row[k] for k in ("auc", "auc_ci", "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_ci", "auc_p")}},
+            "calibration": {"members": int((cal & member).sum()), "nonmembers": int((cal & ~member).sum())}}
+
+
+# ---------------------------------------------------------------------- the command
+def score(checkpoint: str, attack: str, out: str | Path, parameters: dict | None = None, images: str | None = None,
+          members: str | None = None, nonmembers: str | None = None, base: str | None = None,
+          device: str = "auto", dtype: str = "fp32", batch_size: int = 256, seed: int = 0, resize: bool = False,
+          fpr: float = 0.01, shard_size: int = 1024, overwrite: bool = False, n_boot: int = 1000,
+          report=print) -> Path | None:
+    """Score every image; write ``out`` (+ ``out.json``) from the main process. Returns ``out`` on
+    the main process, None on the others. Run under ``accelerate launch`` to shard (module
+    docstring); a plain call is one process."""
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    out = Path(out).resolve()
+    metrics._check_fpr(fpr)
+    on_cpu = resolve_device(check_device(device)).type == "cpu"
+    state = PartialState(cpu=on_cpu)
+    if not on_cpu and state.num_processes > 1:
+        device = state.device  # one GPU per process
+    run = prepare(checkpoint, attack, parameters, images, members, nonmembers, base, device, dtype, batch_size,
+                  seed, resize, shard_size)
+    check_out(out, run, overwrite)
+    folder = shard_dir(out)
+    state.wait_for_everyone()  # every process has checked before anything is removed or written
+    if state.is_main_process:
+        if overwrite:
+            shutil.rmtree(folder, ignore_errors=True)
+            out.unlink(missing_ok=True)
+            Path(str(out) + ".json").unlink(missing_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_text_atomic(json.dumps(run.fingerprint, indent=1, sort_keys=True), folder / "run.json")
+    state.wait_for_everyone()
+    shards = run.shards
+    if state.is_main_process:
+        report(f"[score] {run.model}; {run.attack.title} {json.dumps(run.hyper)}; {len(run.items)} images "
+               f"in {len(shards)} shard(s) over {state.num_processes} process(es); run {run.run_id}")
+    done, computed, t0 = [], 0, time.perf_counter()
+    with state.split_between_processes(list(range(len(shards)))) as mine:
+        for k in mine:
+            path = folder / f"shard-{k:05d}.parquet"
+            if path.is_file():
+                done.append((k, _read_shard(path, run.run_id)))
+                continue
+            rows = run.score(shards[k])
+            _write_atomic(rows.assign(run=run.run_id), path)
+            done.append((k, rows))
+            computed += len(rows)
+    seconds = time.perf_counter() - t0
+    stats = {"process": state.process_index, "images": computed, "seconds": seconds, "queries": run.queries()}
+    gathered = gather_object(done) if state.num_processes > 1 else done
+    all_stats = gather_object([stats]) if state.num_processes > 1 else [stats]
+    if not state.is_main_process:
+        return None
+    rows = pd.concat([df for _, df in sorted(gathered, key=lambda kv: kv[0])], ignore_index=True)
+    if len(rows) != len(run.items):
+        raise RuntimeError(f"{len(rows)} rows gathered for {len(run.items)} images: shards are missing.")
+    _check_no_overlap(rows)
+    summary = calibrate(rows, fpr, seed, n_boot=n_boot, features_probe=isinstance(run.attack, FeatureAttack))
+    rows.insert(3, "attack", run.attack.name)
+    rows.insert(4, "parameters", json.dumps(run.hyper, sort_keys=True))
+    rows.insert(5, "dtype", dtype)
+    rows["checkpoint_sha256"] = run.fingerprint["checkpoint_sha256"]
+    fresh = sum(s["images"] for s in all_stats)
+    wall = max(s["seconds"] for s in all_stats)
+    info = {"out": str(out), "run": run.run_id, **run.fingerprint, "images": {s: int((rows["split"] == s).sum())
+                                                                               for s in SPLITS},
+            "scored_now": fresh, "resumed": len(rows) - fresh, "processes": state.num_processes,
+            "seconds": wall, "images_per_second": fresh / wall if wall > 0 and fresh else None,
+            "queries_per_image": sum(s["queries"] for s in all_stats) / fresh if fresh else None,
+            "calibration": summary}
+    _write_text_atomic(json.dumps(info, indent=1), Path(str(out) + ".json"))
+    _write_atomic(rows, out)  # last: its existence means the run is complete
+    shutil.rmtree(folder, ignore_errors=True)
+    report(f"[score] {len(rows)} rows -> {out} ({fresh} scored now, {len(rows) - fresh} from earlier shards; "
+           f"{wall:.1f} s)")
+    if summary:
+        h = summary["held_out"]
+        report(f"[score] threshold {summary['threshold']:.6g} for {fpr:.1%} FPR on {summary['calibration']['nonmembers']} "
+               f"calibration non-members; on held-out labelled images: FPR {h['fpr']:.1%}, TPR {h['tpr']:.1%}, "
+               f"AUC {metrics.format_ci(h, 'auc')}")
+    elif isinstance(run.attack, FeatureAttack):
+        report("[score] no labelled images: the features are written, but no probe scores them (give --members and "
+               "--nonmembers).")
+    return out
+
+
+def _check_no_overlap(rows: pd.DataFrame) -> None:
+    m = set(rows.loc[rows["split"] == "member", "content_sha256"])
+    n = rows.loc[rows["split"] == "nonmember"]
+    both = n[n["content_sha256"].isin(m)]
+    if len(both):
+        raise DataError(f"{len(both)} image(s) are both members and non-members (identical pixels), e.g. the "
+                        f"non-member {both['path'].iloc[0]!r}: remove them from one side.")
