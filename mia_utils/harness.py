@@ -220,6 +220,94 @@ def latent_study(pixel: DiffusionModel, latents: Mapping[str, tuple], sets: Memb
     return results
 
 
+def noise_probe_study(target: DiffusionModel, base: DiffusionModel, sets: MembershipSets,
+                      variants: Mapping[str, tuple[str, str]], inversion_steps: int = 100, generation_steps: int = 50,
+                      seed: int = 0, n_boot: int = 1000) -> dict:
+    """Chapter 06's variants of the noise probe ({name: (noise, metric)}, ``attacks.noise_probe``)
+    on the four parts, each initial noise and each regeneration computed once and shared by
+    the variants that differ only in the distance (MSE and SSIM of one regeneration). Each row
+    is the probe's (no setting to choose) on the evaluation split, with the measured queries per
+    image of its noise (base and target counted), its seconds, and the thresholds at 1 % and at
+    the paper's 15 % FPR set on calibration. Returns {"rows", "scores": {name: {part: scores}},
+    "x_init": {noise: {part: x_T}}} (the inverted noises, reused by ``noise_probe_sweeps``).
+    """
+    probe = _attacks.noise_probe
+    parts = {k: target.clean_images(x) for k, x in sets.parts().items()}
+    n_images = sum(len(x) for x in parts.values())
+    x_init, regenerated, cost = {}, {}, {}
+    for noise in dict.fromkeys(noise for noise, _ in variants.values()):
+        target.reset_queries(), base.reset_queries()
+        t0 = time.perf_counter()
+        x_init[noise] = {k: probe.initial_noise(target, x, noise, base, None, inversion_steps, seed)
+                         for k, x in parts.items()}
+        regenerated[noise] = {k: probe.reconstruct(target, x, generation_steps=generation_steps, x_init=x_init[noise][k])
+                              for k, x in parts.items()}
+        queries = (target.reset_queries() + base.reset_queries()) / n_images
+        declared = _attacks.get("noise_probe").queries_per_image(noise=noise, inversion_steps=inversion_steps,
+                                                                 generation_steps=generation_steps)
+        if queries != declared:
+            raise RuntimeError(f"noise_probe ({noise}) declares {declared} queries per image but made {queries:g}.")
+        cost[noise] = {"queries_per_image": queries, "seconds": time.perf_counter() - t0}
+    rows, scores = {}, {}
+    for name, (noise, metric) in variants.items():
+        t0 = time.perf_counter()
+        s = {k: -probe.distance(x.cpu(), regenerated[noise][k].cpu(), metric) for k, x in parts.items()}
+        seconds = cost[noise]["seconds"] + time.perf_counter() - t0
+        row = metrics.evaluate(s["members_eval"], s["nonmembers_eval"], n_boot=n_boot, seed=seed, access="gray box",
+                               queries_per_image=cost[noise]["queries_per_image"], seconds=seconds,
+                               images_per_second=n_images / seconds)
+        row["setting"] = f"{noise}, {metric}"
+        for key, fpr in (("calibrated_at_1pct_fpr", 0.01), ("calibrated_at_15pct_fpr", probe.FPR)):
+            row[key] = metrics.calibrated(s["members_cal"], s["nonmembers_cal"], s["members_eval"],
+                                          s["nonmembers_eval"], fpr=fpr)
+        rows[name], scores[name] = row, s
+    return {"rows": rows, "scores": scores, "x_init": x_init}
+
+
+def noise_probe_sweeps(study: dict, target: DiffusionModel, base: DiffusionModel, sets: MembershipSets,
+                       lengths: Mapping, t_starts: Iterable[int], semantic: str, random: str,
+                       inversion_steps: int = 100, generation_steps: int = 50, seed: int = 0, n_boot: int = 1000) -> dict:
+    """Chapter 06's two sweeps on the evaluation split (curves to read, nothing chosen on them):
+
+    * fine-tuning length: for each snapshot of ``lengths`` ({step: DiffusionModel, or None for
+      the target itself}), the semantic probe (the base's inversion does not depend on the
+      target: ``study``'s inverted noises are reused, only the generation is paid) and the
+      random-noise probe;
+    * inversion depth: the semantic probe from each t_s of ``t_starts``.
+
+    Scores ``study`` already holds (the target itself; t_s = T − 1) are taken from it, under the
+    variant names ``semantic`` and ``random``. Returns {"length": {(step, noise): row},
+    "depth": {t_s: row}}, rows of ``metrics.evaluate``.
+    """
+    probe = _attacks.noise_probe
+    ev = ("members_eval", "nonmembers_eval")
+    images = {k: getattr(sets, k) for k in ev}
+    done = {"semantic": study["scores"][semantic], "random": study["scores"][random]}
+
+    def row(s):
+        return metrics.evaluate(s["members_eval"], s["nonmembers_eval"], n_boot=n_boot, seed=seed)
+
+    length = {}
+    for step, model in lengths.items():
+        for noise in ("semantic", "random"):
+            if model is None:
+                s = done[noise]
+            else:
+                x_init = {k: study["x_init"]["semantic"][k] if noise == "semantic" else None for k in ev}
+                s = {k: probe.score(model, images[k], noise=noise, generation_steps=generation_steps, seed=seed,
+                                    x_init=x_init[k]) for k in ev}
+            length[(step, noise)] = row(s)
+    depth = {}
+    for t_start in t_starts:
+        if int(t_start) == target.num_train_timesteps - 1:
+            s = done["semantic"]
+        else:
+            s = {k: probe.score(target, images[k], base=base, t_start=int(t_start), inversion_steps=inversion_steps,
+                                generation_steps=generation_steps, seed=seed) for k in ev}
+        depth[int(t_start)] = row(s)
+    return {"length": length, "depth": depth}
+
+
 def chosen_scores(result: dict, part: str) -> np.ndarray:
     """The scores of one part at the setting the calibration split chose."""
     return result["scores"][part][result["honest"]["setting"]]

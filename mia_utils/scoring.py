@@ -94,10 +94,7 @@ class FeatureAttack:
         return {k: p.default for k, p in list(sig.parameters.items())[2:]}
 
     def check_hyper(self, hyper: dict) -> dict:
-        unknown = sorted(set(hyper) - set(self.defaults))
-        if unknown:
-            raise ValueError(f"{self.name} has no parameter {', '.join(map(repr, unknown))}; its parameters are "
-                             f"{', '.join(sorted(set(self.defaults) - set(OWN)))}.")
+        """``hyper`` with the defaults filled in (``prepare`` has checked the names)."""
         return {**self.defaults, **hyper}
 
 
@@ -236,6 +233,10 @@ def prepare(checkpoint: str, attack: str, parameters: dict | None = None, images
     if own:
         raise ValueError(f"-p {own[0]}: set by the command's own option (--{own[0].replace('_', '-')}) or not "
                          f"settable; {attack}'s parameters are {', '.join(sorted(parameters_of(attack)))}.")
+    unknown = sorted(set(parameters) - set(att.defaults))
+    if unknown:
+        raise ValueError(f"{att.name} has no parameter {', '.join(map(repr, unknown))}; its parameters are "
+                         f"{', '.join(sorted(parameters_of(attack)))}.")
     hyper = att.check_hyper(parameters)
     for name, value in (("batch_size", batch_size), ("shard_size", shard_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -148,3 +148,35 @@ def test_shift_study_cuts_groups_to_the_members_size_and_uses_forward_queries_on
     assert list(shift) == ["same source", "collected elsewhere"]
     assert shift["collected elsewhere"]["probe L_t"]["n_nonmembers"] == 10
     assert alloc["uniform over [0, T)"]["queries_per_image"] == 2
+
+
+def test_noise_probe_study_and_sweeps_are_the_probe_called_directly(tiny_model, digits):
+    from mia_utils.attacks import noise_probe
+
+    torch.manual_seed(1)
+    base = mu.models.DiffusionModel(mu.models.UNet2DModel(**mu.zoo.small_unet_config(8, 1, (8, 16))), device="cpu")
+    sets = mu.data.MembershipSets(digits[:4], digits[4:10], digits[10:14], digits[14:20])
+    variants = {"sem": ("semantic", "mse"), "sem ssim": ("semantic", "ssim"), "rnd": ("random", "mse")}
+    kw = {"inversion_steps": 4, "generation_steps": 3}
+    study = mu.harness.noise_probe_study(tiny_model, base, sets, variants, seed=2, n_boot=20, **kw)
+    for name, (noise, metric) in variants.items():
+        for part, x in sets.parts().items():  # each variant's scores: the attack on that part alone
+            direct = noise_probe.score(tiny_model, x, base=base, noise=noise, metric=metric, seed=2, **kw)
+            np.testing.assert_allclose(study["scores"][name][part], direct, rtol=1e-6)
+        row = study["rows"][name]
+        assert row["queries_per_image"] == (7 if noise == "semantic" else 3)
+        assert row["auc"] == pytest.approx(roc_auc_score(np.r_[np.ones(6), np.zeros(6)],
+                                                         np.r_[study["scores"][name]["members_eval"],
+                                                               study["scores"][name]["nonmembers_eval"]]))
+    other = mu.models.DiffusionModel(mu.models.UNet2DModel(**mu.zoo.small_unet_config(8, 1, (8, 16))), device="cpu")
+    sweeps = mu.harness.noise_probe_sweeps(study, tiny_model, base, sets, {1: other, 2: None}, [500, 999], "sem",
+                                           "rnd", seed=2, n_boot=20, **kw)
+    ev = {"members_eval": sets.members_eval, "nonmembers_eval": sets.nonmembers_eval}
+    for step, model in ((1, other), (2, tiny_model)):  # the snapshot, and the target itself (reused)
+        for noise in ("semantic", "random"):
+            s = {k: noise_probe.score(model, x, base=base, noise=noise, seed=2, **kw) for k, x in ev.items()}
+            assert sweeps["length"][(step, noise)]["auc"] == pytest.approx(
+                mu.metrics.auc(s["members_eval"], s["nonmembers_eval"]))
+    for t_start in (500, 999):
+        s = {k: noise_probe.score(tiny_model, x, base=base, t_start=t_start, seed=2, **kw) for k, x in ev.items()}
+        assert sweeps["depth"][t_start]["auc"] == pytest.approx(mu.metrics.auc(s["members_eval"], s["nonmembers_eval"]))

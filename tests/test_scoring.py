@@ -1,0 +1,227 @@
+"""``mia-book score``: rows, calibration, sharding over processes, resumption, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import mia_utils as mu
+from mia_utils import cli, metrics, scoring
+from mia_utils.noise import content_hashes
+
+pytestmark = pytest.mark.parametrize("tiny_checkpoint", [(1, 8)], indirect=True, ids=["grey8"])
+
+
+@pytest.fixture
+def folders(tiny_checkpoint, tmp_path):
+    """The tiny victim's members and non-members, and an unlabelled folder with a sub-folder."""
+    unl = tmp_path / "unlabelled"
+    shutil.copytree(tiny_checkpoint["members"], unl / "a", ignore=lambda d, names: sorted(names)[6:])
+    shutil.copytree(tiny_checkpoint["nonmembers"], unl / "b" / "deeper", ignore=lambda d, names: sorted(names)[4:])
+    return {**{k: str(v) for k, v in tiny_checkpoint.items()}, "images": str(unl)}
+
+
+def _score(folders, out, **kw):
+    kw = {"attack": "sima", "parameters": {"t": 20}, "device": "cpu", "n_boot": 50, "report": lambda s: None, **kw}
+    return scoring.score(folders["checkpoint"], out=out, images=folders["images"], members=folders["members"],
+                         nonmembers=folders["nonmembers"], **kw)
+
+
+def test_rows_are_the_attack_on_each_image(folders, tmp_path):
+    out = _score(folders, tmp_path / "s.parquet", shard_size=5)
+    rows = pd.read_parquet(out)
+    assert list(rows["split"].value_counts().sort_index()) == [24, 24, 10]
+    assert rows["path"].iloc[-1] == "b/deeper/img_00003.png"  # relative paths, sub-folders included
+    model = mu.load_model(folders["checkpoint"], device="cpu")
+    for split, folder in (("member", "members"), ("nonmember", "nonmembers")):
+        images, names = mu.data.load_image_folder(folders[folder], return_names=True)
+        mine = rows[rows["split"] == split].set_index("path").loc[names]
+        # the same attack called directly, on the whole folder at once
+        np.testing.assert_allclose(mine["score"], mu.attacks.sima.score(model, images, t=20), rtol=1e-6)
+        assert list(mine["content_sha256"]) == content_hashes(images)
+    ckpt = Path(folders["checkpoint"])
+    (weights,) = ckpt.rglob("*.safetensors")
+    by_hand = hashlib.sha256(weights.relative_to(ckpt).as_posix().encode() + b"\0" + weights.read_bytes())
+    assert set(rows["checkpoint_sha256"]) == {by_hand.hexdigest()}
+    assert set(rows["attack"]) == {"sima"} and json.loads(rows["parameters"].iloc[0])["t"] == 20
+    assert not (tmp_path / "s.parquet.shards").exists()  # cleaned up once the file is complete
+
+
+def test_threshold_and_decisions_by_hand(folders, tmp_path):
+    out = _score(folders, tmp_path / "s.csv", fpr=0.1)
+    rows = pd.read_csv(out, keep_default_na=False)
+    info = json.loads((tmp_path / "s.csv.json").read_text())["calibration"]
+    cal, held = rows["part"] == "calibration", rows["part"] == "held-out"
+    assert (cal | held).sum() == 48 and not (rows.loc[rows["split"] == "unlabelled", "part"] != "").any()
+    # the part follows the content hash alone
+    assert list(cal[rows["split"] != "unlabelled"]) == list(scoring.calibration_part(
+        rows.loc[rows["split"] != "unlabelled", "content_sha256"]))
+    member = rows["split"] == "member"
+    non_cal = np.sort(rows.loc[cal & ~member & (rows["split"] == "nonmember"), "score"].to_numpy())
+    # at most floor(0.1 n) calibration non-members above the threshold, and the smallest such threshold
+    tau = info["threshold"]
+    assert (non_cal > tau).sum() <= int(0.1 * len(non_cal)) and tau in non_cal
+    assert (rows["decision"] == np.where(rows["score"] > tau, "member", "non-member")).all()
+    ho_m = rows.loc[held & member, "score"].to_numpy()
+    ho_n = rows.loc[held & (rows["split"] == "nonmember"), "score"].to_numpy()
+    assert info["held_out"]["tpr"] == pytest.approx(np.mean(ho_m > tau))
+    assert info["held_out"]["fpr"] == pytest.approx(np.mean(ho_n > tau))
+    assert info["held_out"]["auc"] == pytest.approx(metrics.auc(ho_m, ho_n))
+
+
+def test_feature_attack_writes_features_and_a_probe_score(folders, tmp_path):
+    out = _score(folders, tmp_path / "f.parquet", attack="trajectory", parameters={"ts": [10, 500], "kinds": ["loss"]})
+    rows = pd.read_parquet(out)
+    assert [c for c in rows if c.startswith("f_")] == ["f_loss_t10", "f_loss_t500"]
+    model = mu.load_model(folders["checkpoint"], device="cpu")
+    images, names = mu.data.load_image_folder(folders["members"], return_names=True)
+    direct = mu.features.trajectory_features(model, images, [10, 500], kinds=["loss"], progress=False).matrix()
+    mine = rows[rows["split"] == "member"].set_index("path").loc[names]
+    np.testing.assert_allclose(mine[["f_loss_t10", "f_loss_t500"]].to_numpy(), direct, rtol=1e-6)
+    assert np.isfinite(rows["score"]).all()  # the probe trained on the calibration part scores every row
+
+
+def test_two_processes_batch_size_and_order_change_nothing(folders, tmp_path):
+    one = _score(folders, tmp_path / "one.parquet", attack="loss", parameters={"t": 30}, shard_size=7)
+    two = tmp_path / "two.parquet"
+    proc = subprocess.run([sys.executable, "-m", "mia_utils", "score", "--checkpoint", folders["checkpoint"],
+                           "--attack", "loss", "-p", "t", "30", "--images", folders["images"], "--members",
+                           folders["members"], "--nonmembers", folders["nonmembers"], "--out", str(two),
+                           "--device", "cpu", "--shard-size", "7", "--num-processes", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "over 2 process(es)" in proc.stdout
+    a, b = pd.read_parquet(one), pd.read_parquet(two)
+    pd.testing.assert_frame_equal(a, b)  # bitwise: the same rows, scores and decisions
+    # another batch size and the files in reverse order (renamed): each image keeps its score
+    rev = tmp_path / "reversed"
+    files = mu.data.image_files(folders["members"])
+    rev.mkdir()
+    for i, f in enumerate(reversed(files)):
+        shutil.copy(f, rev / f"r{i:03d}.png")
+    c = pd.read_parquet(_score({**folders, "members": str(rev)}, tmp_path / "c.parquet", attack="loss",
+                               parameters={"t": 30}, batch_size=5))
+    key = ["content_sha256", "split"]
+    merged = a.merge(c, on=key, suffixes=("", "_c"))
+    assert len(merged) == len(a)
+    np.testing.assert_allclose(merged["score"], merged["score_c"], rtol=1e-6)
+
+
+def test_a_killed_run_resumes_to_the_same_file(folders, tmp_path, monkeypatch):
+    whole = pd.read_parquet(_score(folders, tmp_path / "whole.parquet", shard_size=4))
+    out = tmp_path / "s.parquet"
+    real, calls = scoring.Run.score, {"n": 0}
+
+    def dies_after_three(self, items):
+        calls["n"] += 1
+        if calls["n"] > 4:  # the first call is prepare()'s one-image check; then three shards
+            raise KeyboardInterrupt("killed")
+        return real(self, items)
+
+    monkeypatch.setattr(scoring.Run, "score", dies_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        _score(folders, out, shard_size=4)
+    shards = tmp_path / "s.parquet.shards"
+    assert sorted(p.name for p in shards.glob("shard-*")) == [f"shard-{k:05d}.parquet" for k in range(3)]
+    assert not out.exists() and not (tmp_path / "s.parquet.json").exists()  # nothing that looks complete
+    (shards / ".shard-00003.parquet.999.tmp").write_bytes(b"half a file")  # a kill during a write
+    monkeypatch.setattr(scoring.Run, "score", real)
+    lines = []
+    _score(folders, out, shard_size=4, report=lines.append)
+    assert "12 from earlier shards" in lines[1]
+    pd.testing.assert_frame_equal(pd.read_parquet(out), whole)
+
+
+def test_shards_of_another_run_are_never_mixed(folders, tmp_path, monkeypatch):
+    out = tmp_path / "s.parquet"
+    monkeypatch.setattr(scoring, "shutil", type("NoRemove", (), {"rmtree": staticmethod(lambda *a, **k: None)}))
+    _score(folders, out, shard_size=4)  # leaves its shards (removal disabled)
+    out.unlink()
+    with pytest.raises(ValueError, match="another run .*parameters"):
+        _score(folders, out, shard_size=4, parameters={"t": 21})
+    monkeypatch.undo()
+    _score(folders, out, shard_size=4, parameters={"t": 21}, overwrite=True)
+    assert json.loads(pd.read_parquet(out)["parameters"].iloc[0])["t"] == 21
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--attack", "nope"], "No attack 'nope'; the attacks are loss, sima"),
+    (["--attack", "sima", "-p", "q", "1"], "sima has no parameter 'q'; its parameters are noisy, p, t"),
+    (["--attack", "sima", "-p", "seed", "1"], "-p seed: set by the command's own option (--seed)"),
+    (["--attack", "sima", "-p", "t", "5000"], "lies outside [0, 999]"),
+    (["--attack", "sima", "--dtype", "bf16"], "runs on a CUDA GPU only"),
+    (["--attack", "noise_probe"], "--base DIR"),
+    (["--attack", "sima", "--no-nonmembers"], "Give both --members and --nonmembers"),
+    (["--attack", "sima", "--out-name", "s.txt"], "name a .parquet or .csv file"),
+    (["--attack", "sima", "--overlap"], "both members and non-members"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(folders, tmp_path, capsys, argv, message):
+    out = tmp_path / "s.parquet"
+    nonmembers = folders["nonmembers"]
+    if "--overlap" in argv:
+        argv = [a for a in argv if a != "--overlap"]
+        nonmembers = str(tmp_path / "with_a_member")
+        shutil.copytree(folders["nonmembers"], nonmembers)
+        shutil.copy(mu.data.image_files(folders["members"])[0], tmp_path / "with_a_member" / "copy.png")
+    if "--out-name" in argv:
+        out = tmp_path / argv.pop(argv.index("--out-name") + 1)
+        argv.remove("--out-name")
+    base = ["score", "--checkpoint", folders["checkpoint"], "--images", folders["images"], "--members",
+            folders["members"], "--device", "cpu", "--out", str(out)]
+    if "--no-nonmembers" in argv:
+        argv.remove("--no-nonmembers")
+    else:
+        base += ["--nonmembers", nonmembers]
+    assert cli.main(base + argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.count("\n") == 0
+    assert not out.exists() and not list(tmp_path.glob("*.json"))
+
+
+def test_an_existing_result_is_refused_unless_overwritten(folders, tmp_path):
+    out = _score(folders, tmp_path / "s.parquet")
+    with pytest.raises(ValueError, match="exists: choose another path, or pass --overwrite"):
+        _score(folders, out)
+    assert _score(folders, out, overwrite=True) == out
+
+
+def test_precision_beyond_fp32_needs_cuda(folders):
+    with pytest.raises(mu.models.CheckpointError, match="CUDA GPU only"):
+        mu.load_model(folders["checkpoint"], device="cpu", dtype="bf16")
+    with pytest.raises(mu.models.CheckpointError, match="use one of fp32, tf32, bf16, fp16"):
+        mu.load_model(folders["checkpoint"], device="cpu", dtype="float8")
+    model = mu.load_model(folders["checkpoint"], device="cpu", dtype="fp32")
+    x = torch.zeros((2, *model.sample_shape))
+    assert model.eps(x, 10).dtype == torch.float32
+
+
+CHEAP = {"loss": {"t": 30}, "sima": {"t": 30}, "pia": {"t": 30}, "pian": {"t": 30}, "secmi": {"t_sec": 20, "k": 10},
+         "noise_probe": {"inversion_steps": 4, "generation_steps": 4}, "pfami": {"ts": [20, 40]},
+         "rediffuse": {"n": 2, "steps": 2}, "trajectory": {"ts": [10, 20]}, "gsa": {"ts": [10, 20]}}
+
+
+def test_every_attack_of_the_book_is_reachable(folders):
+    assert sorted(scoring.attack_names()) == sorted(CHEAP)
+    model = mu.load_model(folders["checkpoint"], device="cpu")
+    images = mu.data.load_image_folder(folders["members"])[:3]
+    for name, params in CHEAP.items():
+        base = folders["checkpoint"] if name == "noise_probe" else None
+        run = scoring.prepare(folders["checkpoint"], name, params, members=folders["members"],
+                              nonmembers=folders["nonmembers"], base=base, device="cpu")
+        rows = run.score(run.items[:3])
+        if name in scoring.FEATURE_ATTACKS:  # the same features, computed directly
+            direct, _ = scoring.FEATURE_ATTACKS[name].features(model, images, **params)
+            np.testing.assert_allclose(rows[[c for c in rows if c.startswith("f_")]].to_numpy(), direct, rtol=1e-5)
+        else:  # the registry's attack called directly (noise_probe with its base)
+            extra = {"base": model} if base else {}
+            np.testing.assert_allclose(rows["score"], mu.attacks.get(name)(model, images, **params, **extra),
+                                       rtol=1e-5)
