@@ -36,6 +36,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,16 +202,19 @@ class Run:
         return sum(m.reset_queries() if reset else m.queries for m in models)
 
     def load(self, items: list[Item]) -> torch.Tensor:
-        """The shard's images as the model takes them (converted with ``resize``, else checked)."""
+        """The shard's images as the model takes them (converted with ``resize``, else checked);
+        decoded by several threads when a GPU waits for them."""
         c, h, w = self.model.sample_shape
+        threads = min(8, os.cpu_count() or 1) if self.model.device.type == "cuda" else 1
         images = data.load_image_files([it.file for it in items], size=(h, w) if self.resize else None,
-                                       channels=c if self.resize else None, where=items[0].root)
+                                       channels=c if self.resize else None, where=items[0].root, threads=threads)
         data.check_shape(images, self.model.sample_shape, items[0].root)
         return images
 
-    def score(self, items: list[Item]) -> pd.DataFrame:
-        """The rows of some images (one shard): hashes, scores or features."""
-        images = self.load(items)
+    def score(self, items: list[Item], images: torch.Tensor | None = None) -> pd.DataFrame:
+        """The rows of some images (one shard): hashes, scores or features (``images``: the
+        items already loaded)."""
+        images = self.load(items) if images is None else images
         rows = pd.DataFrame({"path": [it.path for it in items], "split": [it.split for it in items],
                              "content_sha256": content_hashes(images)})
         if isinstance(self.attack, FeatureAttack):
@@ -395,15 +399,24 @@ def score(checkpoint: str, attack: str, out: str | Path, parameters: dict | None
                f"in {len(shards)} shard(s) over {state.num_processes} process(es); run {run.run_id}")
     done, computed, t0 = [], 0, time.perf_counter()
     with state.split_between_processes(list(range(len(shards)))) as mine:
+        todo = []
         for k in mine:
             path = folder / f"shard-{k:05d}.parquet"
-            if path.is_file():
+            if path.is_file():  # finished by an earlier, interrupted run
                 done.append((k, _read_shard(path, run.run_id)))
-                continue
-            rows = run.score(shards[k])
-            _write_atomic(rows.assign(run=run.run_id), path)
-            done.append((k, rows))
-            computed += len(rows)
+            else:
+                todo.append(k)
+        # the next shard is read from disk while this one is scored
+        with ThreadPoolExecutor(1) as reader:
+            ahead = reader.submit(run.load, shards[todo[0]]) if todo else None
+            for i, k in enumerate(todo):
+                images = ahead.result()
+                if i + 1 < len(todo):
+                    ahead = reader.submit(run.load, shards[todo[i + 1]])
+                rows = run.score(shards[k], images)
+                _write_atomic(rows.assign(run=run.run_id), folder / f"shard-{k:05d}.parquet")
+                done.append((k, rows))
+                computed += len(rows)
     seconds = time.perf_counter() - t0
     stats = {"process": state.process_index, "images": computed, "seconds": seconds, "queries": run.queries()}
     gathered = gather_object(done) if state.num_processes > 1 else done

@@ -121,11 +121,11 @@ def test_a_killed_run_resumes_to_the_same_file(folders, tmp_path, monkeypatch):
     out = tmp_path / "s.parquet"
     real, calls = scoring.Run.score, {"n": 0}
 
-    def dies_after_three(self, items):
+    def dies_after_three(self, items, images=None):
         calls["n"] += 1
         if calls["n"] > 4:  # the first call is prepare()'s one-image check; then three shards
             raise KeyboardInterrupt("killed")
-        return real(self, items)
+        return real(self, items, images)
 
     monkeypatch.setattr(scoring.Run, "score", dies_after_three)
     with pytest.raises(KeyboardInterrupt):
