@@ -50,7 +50,7 @@ def main() -> None:
         print(f"\nscaling: {args.scaling_queries} queries, dim {args.dim}")
         print(f"  {'training vectors':>16s} {'seconds':>8s} {'ns per (query, vector)':>24s}")
         q = queries[: args.scaling_queries]
-        for n in (5_000, 10_000, 25_000, args.train):
+        for n in sorted({n for n in (5_000, 10_000, 25_000) if n < args.train} | {args.train}):
             t0 = time.perf_counter()
             kde.optimal_denoiser(train[:n], q, args.t, chunk_size=args.chunk_size, query_batch=args.query_batch)
             sec = time.perf_counter() - t0

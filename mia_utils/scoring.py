@@ -1,4 +1,4 @@
-"""Raw per-image scores at scale: what ``mia-book score`` runs, on one process or many.
+"""Raw per-image scores at scale: what ``mia-book score`` runs, on one process or many::
 
     mia-book score --checkpoint DIR --attack sima -p t 50 --images DIR \\
         [--members DIR --nonmembers DIR] --out scores.parquet

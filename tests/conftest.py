@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -71,13 +73,36 @@ def tiny_checkpoint(request, tmp_path_factory, digits):
     return {"checkpoint": root / "ckpt", "members": root / "members", "nonmembers": root / "nonmembers"}
 
 
+def shared_folder(tmp_path_factory, name: str, make) -> Path:
+    """A folder ``make(folder)`` fills once per test session, however many xdist workers ask:
+    the first trains, the others wait on a lock and load (each worker would otherwise repeat a
+    training of up to 40 s). Without xdist, a folder of this session's own."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.mktemp(name)
+        make(folder)
+        return folder
+    root = tmp_path_factory.getbasetemp().parent  # this session's, shared by its workers
+    folder = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "done").is_file():
+            make(folder)
+            (folder / "done").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
-def memorised(digits):
+def memorised(digits, tmp_path_factory):
     """A tiny model trained hard on 8 digits: (model, members, non-members). Do not train it further."""
-    model = DiffusionModel(tiny_unet(), default_scheduler(), device="cpu", batch_size=64)
     members, nonmembers = digits[:8], digits[8:40]
-    train_ddpm(model, members, TrainConfig(steps=400, batch_size=8, lr=3e-3, seed=0), progress=False)
-    return model, members, nonmembers
+
+    def make(folder):
+        model = DiffusionModel(tiny_unet(), default_scheduler(), device="cpu", batch_size=64)
+        train_ddpm(model, members, TrainConfig(steps=400, batch_size=8, lr=3e-3, seed=0), progress=False)
+        model.save(folder)
+
+    folder = shared_folder(tmp_path_factory, "memorised", make)
+    return mu.load_model(folder, device="cpu", batch_size=64), members, nonmembers
 
 
 @pytest.fixture(scope="session")
