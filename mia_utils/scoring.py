@@ -2,7 +2,8 @@
 
     mia-book score --checkpoint DIR --attack sima -p t 50 --images DIR \\
         [--members DIR --nonmembers DIR] --out scores.parquet
-    accelerate launch -m mia_utils score ...          # the same, sharded over the processes
+    # the same, sharded over the processes:
+    accelerate launch -m mia_utils score ...
 
 One row per image: its path (relative to the folder it came from), its split (member,
 non-member, unlabelled), the SHA-256 of its pixels as the model sees them (the hash that
