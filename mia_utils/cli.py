@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import data, evidence, nbrun, specs
+from . import data, evidence, nbrun, scoring, specs
 from .data import DataError
 from .models import PRECISIONS, CheckpointError, check_device
 from .zoo import ZooError
@@ -163,12 +163,6 @@ def prepare_out(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def audit(checkpoint: str, members: str, nonmembers: str, out: str | Path = "audit",
           chapters: list[str] | None = None, device: str = "auto", n_eval: int | None = None,
           batch_size: int = 256, seed: int = 0, parameters: dict | None = None, resize: bool = False,
@@ -213,9 +207,9 @@ def audit(checkpoint: str, members: str, nonmembers: str, out: str | Path = "aud
         times[src.stem] = round(time.perf_counter() - t0, 1)
         print(f"[audit] {src.stem}: {times[src.stem]} s", flush=True)
     table = nbrun.summary_table(out / "results")
-    _write_atomic(out / "summary.html", _html(table, checkpoint, members, nonmembers, times, skipped,
+    scoring.write_text_atomic(out / "summary.html", _html(table, checkpoint, members, nonmembers, times, skipped,
                                               _provenance_lines(checks)))
-    _write_atomic(out / "summary.json", json.dumps({"checkpoint": str(checkpoint), "members": str(members),
+    scoring.write_text_atomic(out / "summary.json", json.dumps({"checkpoint": str(checkpoint), "members": str(members),
                                                     "nonmembers": str(nonmembers), "suspect": suspect,
                                                     "seconds": times, "skipped": skipped,
                                                     "provenance": _provenance_lines(checks),
@@ -302,8 +296,6 @@ def _launch(argv: list[str], processes: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     import os
-
-    from . import scoring
 
     parser = argparse.ArgumentParser(prog="mia-book", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)

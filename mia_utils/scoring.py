@@ -284,7 +284,9 @@ def _write_atomic(df: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _write_text_atomic(text: str, path: Path) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary name, then rename: a file that exists under ``path`` is
+    complete (``mia-book audit`` writes its summary so too)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -392,7 +394,7 @@ def score(checkpoint: str, attack: str, out: str | Path, parameters: dict | None
             out.unlink(missing_ok=True)
             Path(str(out) + ".json").unlink(missing_ok=True)
         folder.mkdir(parents=True, exist_ok=True)
-        _write_text_atomic(json.dumps(run.fingerprint, indent=1, sort_keys=True), folder / "run.json")
+        write_text_atomic(folder / "run.json", json.dumps(run.fingerprint, indent=1, sort_keys=True))
     state.wait_for_everyone()
     shards = run.shards
     if state.is_main_process:
@@ -441,7 +443,7 @@ def score(checkpoint: str, attack: str, out: str | Path, parameters: dict | None
             "seconds": wall, "images_per_second": fresh / wall if wall > 0 and fresh else None,
             "queries_per_image": sum(s["queries"] for s in all_stats) / fresh if fresh else None,
             "calibration": summary}
-    _write_text_atomic(json.dumps(info, indent=1), Path(str(out) + ".json"))
+    write_text_atomic(Path(str(out) + ".json"), json.dumps(info, indent=1))
     _write_atomic(rows, out)  # last: its existence means the run is complete
     shutil.rmtree(folder, ignore_errors=True)
     report(f"[score] {len(rows)} rows -> {out} ({fresh} scored now, {len(rows) - fresh} from earlier shards; "
