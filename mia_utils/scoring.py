@@ -31,7 +31,6 @@ batch size, nor the order of the images (``mia_utils.noise``).
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import shutil
@@ -92,8 +91,7 @@ class FeatureAttack:
 
     @property
     def defaults(self) -> dict:
-        sig = inspect.signature(self.features)
-        return {k: p.default for k, p in list(sig.parameters.items())[2:]}
+        return _attacks.keyword_defaults(self.features)
 
     def check_hyper(self, hyper: dict) -> dict:
         """``hyper`` with the defaults filled in (``prepare`` has checked the names)."""

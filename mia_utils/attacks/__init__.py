@@ -29,6 +29,12 @@ from . import gsa, loss, noise_probe, pfami, pia, rediffuse, secmi, sima
 ACCESS = ("black box", "gray box", "white box")
 
 
+def keyword_defaults(fn: Callable) -> dict:
+    """The defaults of ``fn``'s parameters after (model, images): an attack's hyper-parameters."""
+    sig = inspect.signature(fn)
+    return {k: p.default for k, p in list(sig.parameters.items())[2:] if p.default is not inspect.Parameter.empty}
+
+
 @dataclass(frozen=True)
 class Attack:
     """A registered attack: its score function, access level and declared cost."""
@@ -48,8 +54,7 @@ class Attack:
     @property
     def defaults(self) -> dict:
         """The score function's keyword defaults (its hyper-parameters)."""
-        sig = inspect.signature(self.score)
-        return {k: p.default for k, p in list(sig.parameters.items())[2:] if p.default is not inspect.Parameter.empty}
+        return keyword_defaults(self.score)
 
     def check_hyper(self, hyper: dict) -> dict:
         """``hyper`` with the defaults filled in; an error listing the valid names for an unknown one."""
@@ -99,5 +104,5 @@ def sweep(attack: Callable[..., np.ndarray], model, images, ts: Iterable[int], *
     return {int(t): attack(model, images, t=int(t), **hyper) for t in ts}
 
 
-__all__ = ["ACCESS", "ATTACKS", "Attack", "get", "gsa", "loss", "noise_probe", "pfami", "pia", "rediffuse", "secmi", "sima",
-           "sweep"]
+__all__ = ["ACCESS", "ATTACKS", "Attack", "get", "gsa", "keyword_defaults", "loss", "noise_probe", "pfami", "pia",
+           "rediffuse", "secmi", "sima", "sweep"]
