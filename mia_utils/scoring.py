@@ -294,15 +294,20 @@ def shard_dir(out: Path) -> Path:
     return out.with_name(out.name + ".shards")
 
 
-def check_out(out: Path, run: Run, overwrite: bool) -> None:
-    """Refuse an existing result (unless ``overwrite``) and shards of another run (another
-    checkpoint, attack, parameters, images or precision): they must never mix."""
+def check_out(out: Path, overwrite: bool) -> None:
+    """A .parquet or .csv path, and no existing result there unless ``overwrite`` (checked before
+    any model is loaded)."""
     if out.suffix not in (".parquet", ".csv"):
         raise ValueError(f"--out {str(out)!r}: name a .parquet or .csv file.")
+    if out.exists() and not overwrite:
+        raise ValueError(f"--out {str(out)!r} exists: choose another path, or pass --overwrite to replace it.")
+
+
+def check_shards(out: Path, run: Run, overwrite: bool) -> None:
+    """Refuse shards of another run (another checkpoint, attack, parameters, images or precision)
+    unless ``overwrite``: they must never mix."""
     if overwrite:
         return
-    if out.exists():
-        raise ValueError(f"--out {str(out)!r} exists: choose another path, or pass --overwrite to replace it.")
     marker = shard_dir(out) / "run.json"
     if marker.is_file():
         earlier = json.loads(marker.read_text())
@@ -381,9 +386,10 @@ def score(checkpoint: str, attack: str, out: str | Path, parameters: dict | None
     state = PartialState(cpu=on_cpu)
     if not on_cpu and state.num_processes > 1:
         device = state.device  # one GPU per process
+    check_out(out, overwrite)
     run = prepare(checkpoint, attack, parameters, images, members, nonmembers, base, device, dtype, batch_size,
                   seed, resize, shard_size)
-    check_out(out, run, overwrite)
+    check_shards(out, run, overwrite)
     folder = shard_dir(out)
     state.wait_for_everyone()  # every process has checked before anything is removed or written
     if state.is_main_process:
