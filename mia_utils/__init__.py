@@ -4,7 +4,9 @@ The package behind the executable book, in layers; imports only go down:
 
 1. ``data`` (data sets, splits, image folders), ``noise`` (content-seeded noise), ``models``
    (the DiffusionModel wrapper, the one door to the UNet, and checkpoint loading), ``latent``
-   (the β-VAE), ``train``, ``sampling``, ``kde``, ``metrics``, ``quality``;
+   (the β-VAE), ``text2img`` (the text-conditional hook, captions bound to images, tiny SD
+   pipelines), ``pipelines`` (any local diffusers pipeline folder, + LoRA, as an audit target),
+   ``train``, ``sampling``, ``kde``, ``metrics``, ``quality``;
 2. ``attacks`` (one module per attack, one contract, one registry), ``features`` and
    ``probes`` (trajectory features and the classifiers on them), ``extraction``;
 3. ``zoo`` (the embedded default's named, cached models), ``specs`` (``zoo:NAME`` or a
@@ -30,17 +32,19 @@ from . import (
     metrics,
     models,
     noise,
+    pipelines,
     plots,
     probes,
     quality,
     sampling,
     specs,
+    text2img,
     train,
     zoo,
 )
 from .data import DataError, load_image_folder
 from .models import CheckpointError, DiffusionModel
-from .specs import load_membership_sets, load_model
+from .specs import load_membership_sets, load_model, load_target
 
 __version__ = "0.1.0"
 
@@ -70,15 +74,18 @@ __all__ = [
     "load_image_folder",
     "load_membership_sets",
     "load_model",
+    "load_target",
     "metrics",
     "models",
     "nbrun",
     "noise",
+    "pipelines",
     "plots",
     "probes",
     "quality",
     "sampling",
     "specs",
+    "text2img",
     "train",
     "zoo",
 ]

@@ -1,6 +1,6 @@
 """``mia-book``: audit a diffusion checkpoint with the book's chapters, or score images at scale.
 
-    mia-book audit --checkpoint DIR --members DIR --nonmembers DIR \\
+    mia-book audit --checkpoint DIR [--lora DIR] --members DIR --nonmembers DIR \\
         [--chapters 02,03] [--suspect DIR] [--device cuda] [--n-eval N] [--resize] [--out DIR [--overwrite]]
         [-p NAME VALUE ...]
     mia-book score --checkpoint DIR --attack sima [-p t 50 ...] --images DIR [--members DIR --nonmembers DIR]
@@ -35,29 +35,37 @@ from .models import PRECISIONS, CheckpointError, check_device
 from .zoo import ZooError
 
 # parameters the audit sets itself from its own options: -p may not override them
-OWN = ("checkpoint", "members", "nonmembers", "device", "n_eval", "batch_size", "seed", "out_dir", "resize", "suspect")
+OWN = ("checkpoint", "members", "nonmembers", "device", "n_eval", "batch_size", "seed", "out_dir", "resize", "suspect",
+       "lora")
 def validate(checkpoint: str, members: str, nonmembers: str, device: str = "auto",
              n_eval: int | None = None, resize: bool = False, max_t: int | None = None,
-             suspect: str | None = None) -> tuple[str, dict]:
-    """Load the checkpoint (its weights checked and one ε̂ query run) and both image sets once;
-    with ``max_t``, check that the model has that many time steps; with ``suspect``, that its
-    images fit the model and share none with the non-members (the set test's reference).
-    Return a one-line description and the provenance checks (``evidence.provenance``).
+             suspect: str | None = None, lora: str | None = None) -> tuple[str, dict]:
+    """Load the checkpoint (its weights checked and one ε̂ query run; a pipeline folder with its
+    LoRA) and both image sets once; with ``max_t``, check that the model has that many time
+    steps; with ``suspect``, that its images fit the model and share none with the non-members
+    (the set test's reference). Return a one-line description and the provenance checks
+    (``evidence.provenance``; for a text-to-image model, where the captions come from).
 
     Raises ``CheckpointError`` or ``DataError`` with a message that names the fix.
     """
-    model = specs.load_model(checkpoint, device=check_device(device))
-    sets = specs.load_membership_sets(members, nonmembers, model=model, n_eval=n_eval, resize=resize)
+    target = specs.load_target(checkpoint, lora=lora, device=check_device(device))
+    model = target.model
+    sets = specs.load_membership_sets(members, nonmembers, model=target, n_eval=n_eval, resize=resize)
     if max_t is not None and max_t >= model.num_train_timesteps:
         raise CheckpointError(f"The chosen chapters query time steps up to {max_t} but the model has only "
                               f"T = {model.num_train_timesteps}: give smaller ones with -p (see each chapter's "
                               "parameters), or choose other chapters.")
-    description = f"{model}; {sets}"
+    description = f"{target.kind} model: {model}{'' if lora is None else f' with the LoRA {lora}'}; {sets}"
     if suspect is not None:
-        images = data.folder_images(suspect, model.sample_shape, resize=resize)
+        images = data.folder_images(suspect, target.image_shape, resize=resize)
         data.check_no_leakage(suspect=images, nonmembers=sets.nonmembers())
         description += f"; {len(images)} suspect images"
-    return description, evidence.provenance(sets, n_boot=200)
+    checks = evidence.provenance(sets, n_boot=200)
+    checks["kind"] = target.kind
+    if target.conditional:
+        checks["captions"] = ("from metadata.jsonl (or the zoo split)" if sets.captions is not None else
+                              "none: every image gets the empty prompt (no metadata.jsonl in the folders)")
+    return description, checks
 
 
 def time_steps(parameters: dict) -> list[int]:
@@ -89,18 +97,26 @@ NEEDS = {
     "06_noise_probe": ("base", "the pre-trained model your checkpoint was fine-tuned from: -p base DIR"),
 }
 # ... or they run with a default that does not point into the zoo (chapter 04: no other generators;
-# chapters 04 and 05: no Fashion-MNIST replication, which is about the zoo's victims)
-USER_DEFAULTS = {"04_trajectories": {"generators": {}, "replication": None}, "05_latent": {"replication": None}}
+# chapters 04 and 05: no Fashion-MNIST replication, which is about the zoo's victims; chapter 07:
+# no second target, and the noise probe inverts with the checkpoint itself under a --lora, else
+# it needs -p base)
+USER_DEFAULTS = {"04_trajectories": {"generators": {}, "replication": None}, "05_latent": {"replication": None},
+                 "07_text_to_image": {"second": None, "base": None}}
+# The kind of model each chapter audits (chapter 07: text-to-image pipelines; the others: pixel UNets)
+TEXT_TO_IMAGE = ("07_text_to_image",)
 
 
-def plan(sources: list[Path], checkpoint: str, parameters: dict) -> tuple[list[Path], dict[str, str]]:
-    """The chapters to run on ``checkpoint`` and the ones skipped, each with what it needs."""
-    if specs.is_zoo(checkpoint):
-        return sources, {}
+def plan(sources: list[Path], checkpoint: str, parameters: dict, kind: str = "pixel") -> tuple[list[Path], dict[str, str]]:
+    """The chapters to run on ``checkpoint`` (a model of ``kind``) and the ones skipped, each with what it needs."""
     run, skipped = [], {}
     for src in sources:
+        if (src.stem in TEXT_TO_IMAGE) != (kind == "text-to-image"):
+            skipped[src.stem] = ("a text-to-image pipeline (a StableDiffusionPipeline folder, with --lora DIR for "
+                                 "an adapter)" if src.stem in TEXT_TO_IMAGE else
+                                 f"a pixel-space UNet2DModel checkpoint (this one is a {kind} model)")
+            continue
         need = NEEDS.get(src.stem)
-        if need is not None and need[0] not in parameters:
+        if need is not None and need[0] not in parameters and not specs.is_zoo(checkpoint):
             skipped[src.stem] = need[1]
         else:
             run.append(src)
@@ -166,7 +182,7 @@ def prepare_out(out: Path, overwrite: bool) -> None:
 def audit(checkpoint: str, members: str, nonmembers: str, out: str | Path = "audit",
           chapters: list[str] | None = None, device: str = "auto", n_eval: int | None = None,
           batch_size: int = 256, seed: int = 0, parameters: dict | None = None, resize: bool = False,
-          overwrite: bool = False, suspect: str | None = None) -> Path:
+          overwrite: bool = False, suspect: str | None = None, lora: str | None = None) -> Path:
     """Run the chosen chapters (default: every chapter) on a checkpoint; write the report to ``out``.
 
     Everything is checked before anything runs; the summary is written last, atomically, so an
@@ -178,14 +194,20 @@ def audit(checkpoint: str, members: str, nonmembers: str, out: str | Path = "aud
         raise ValueError(f"--batch-size {batch_size}: give a whole number >= 1.")
     sources = choose_chapters(chapters)
     check_parameters(sources, parameters)
-    sources, skipped = plan(sources, checkpoint, parameters)
+    kind = specs.kind_of(checkpoint)
+    sources, skipped = plan(sources, checkpoint, parameters, kind)
+    if not sources:
+        raise CheckpointError(f"No chosen chapter audits a {kind} model: "
+                              + "; ".join(f"{k} needs {v}" for k, v in skipped.items()) + ".")
+    if lora is not None and kind != "text-to-image":
+        raise CheckpointError(f"--lora applies to a text-to-image pipeline; {checkpoint} is a {kind} model.")
     declared = {}
     for src in sources:
         declared.update({k: v for k, v in nbrun.parameters_of(src).items() if k not in declared})
     if suspect is not None and "suspect" not in declared:
-        raise ValueError("--suspect is tested by chapter 07 (from scores to evidence): add 07 to --chapters.")
+        raise ValueError("--suspect is tested by chapter 08 (from scores to evidence): add 08 to --chapters.")
     max_t = max(time_steps({**declared, **parameters}), default=None)
-    description, checks = validate(checkpoint, members, nonmembers, device, n_eval, resize, max_t, suspect)
+    description, checks = validate(checkpoint, members, nonmembers, device, n_eval, resize, max_t, suspect, lora)
     print(f"[audit] {description}", flush=True)
     for line in _provenance_lines(checks):  # before any attack: what could make every AUC meaningless
         print(f"[audit] {line}", flush=True)
@@ -194,7 +216,8 @@ def audit(checkpoint: str, members: str, nonmembers: str, out: str | Path = "aud
         print(f"[audit] {stem} skipped: it needs {need}", flush=True)
     common = {"checkpoint": specs.display(checkpoint), "members": specs.display(members),
               "nonmembers": specs.display(nonmembers), "device": device, "n_eval": n_eval,
-              "batch_size": batch_size, "seed": seed, "resize": resize, "suspect": suspect, **parameters}
+              "batch_size": batch_size, "seed": seed, "resize": resize, "suspect": suspect,
+              "lora": None if lora is None else specs.display(lora), **parameters}
     times = {}
     for src in sources:
         t0 = time.perf_counter()
@@ -224,6 +247,8 @@ def _provenance_lines(checks: dict) -> list[str]:
              f"[{blind['auc_ci'][0]:.3f}, {blind['auc_ci'][1]:.3f}]",
              f"overlap across the splits: {checks['exact overlaps']} identical images, "
              f"{checks['near-copies']} near-copies"]
+    if checks.get("captions"):
+        lines.append(f"captions: {checks['captions']}")
     if checks["warning"]:
         lines.append(f"WARNING: {checks['warning']}")
     return lines
@@ -301,10 +326,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("audit", help="run the book's chapters on your checkpoint and images")
     a.add_argument("--checkpoint", required=True, help="a local diffusers folder (or a zoo: name)")
-    a.add_argument("--members", required=True, help="folder of member images (PNG/JPEG)")
+    a.add_argument("--lora", help="a LoRA adapter folder (diffusers' save_lora_weights) loaded onto the checkpoint")
+    a.add_argument("--members", required=True, help="folder of member images (PNG/JPEG; captions in metadata.jsonl)")
     a.add_argument("--nonmembers", required=True, help="folder of non-member images (PNG/JPEG)")
     a.add_argument("--chapters", help="comma-separated chapter numbers, e.g. 02,03 (default: all)")
-    a.add_argument("--suspect", help="folder of suspect images: was this collection used? (chapter 07's set test)")
+    a.add_argument("--suspect", help="folder of suspect images: was this collection used? (chapter 08's set test)")
     a.add_argument("--device", default="auto", help='"auto", "cpu" or "cuda"')
     a.add_argument("--n-eval", type=_positive, default=None, help="evaluation images per side (default: all)")
     a.add_argument("--batch-size", type=_positive, default=256, help="images per forward pass")
@@ -345,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
                   chapters=args.chapters.split(",") if args.chapters is not None else None, device=args.device,
                   n_eval=args.n_eval, batch_size=args.batch_size, seed=args.seed,
                   parameters=nbrun._parse_params(args.parameter), resize=args.resize, overwrite=args.overwrite,
-                  suspect=args.suspect)
+                  suspect=args.suspect, lora=args.lora)
         elif args.num_processes is not None and args.num_processes > 1:
             return _launch(argv, args.num_processes)
         else:

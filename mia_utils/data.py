@@ -117,6 +117,29 @@ def class_sample(name: str, classes: Sequence[int], n: int, seed: int = 0, exclu
     return data[np.sort(np.random.default_rng(seed).choice(pool, n, replace=False))]
 
 
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+STROKES = ("thin", "regular", "bold")
+
+
+@functools.lru_cache(maxsize=2)
+def dataset_captions(name: str) -> tuple[str, ...]:
+    """A caption per image of an embedded data set, from its class and its ink: "a bold
+    handwritten digit seven" (digits), "a thin trouser" (Fashion-MNIST). The stroke word is the
+    tercile of the image's mean intensity within its class, so captions say a little more than
+    the class (30 distinct captions)."""
+    labels = dataset_labels(name)
+    ink = load_dataset(name).flatten(1).mean(1).numpy()
+    stroke = np.zeros(len(labels), dtype=int)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        cuts = np.quantile(ink[idx], [1 / 3, 2 / 3])
+        stroke[idx] = np.searchsorted(cuts, ink[idx], side="right")
+    if name == "digits":
+        return tuple(f"a {STROKES[s]} handwritten digit {DIGIT_WORDS[c]}" for c, s in zip(labels, stroke))
+    words = [c.lower().replace("t-shirt/top", "shirt").replace("ankle boot", "boot") for c in FASHION_CLASSES]
+    return tuple(f"a {STROKES[s]} {words[c]}" for c, s in zip(labels, stroke))
+
+
 DATASETS = {"digits": load_digits_images, "fashion": load_fashion_images, "fashion-test": load_fashion_test_images}
 
 
@@ -264,6 +287,15 @@ class Split:
         else:
             idx = self.indices[name]
         return data[idx]
+
+    def captions(self, name: str) -> list[str]:
+        """The captions of one part, in ``images``' order (``dataset_captions``)."""
+        caps = dataset_captions(self.dataset)
+        if name in ("members", "nonmembers"):
+            idx = self.indices[f"{name}_cal"] + self.indices[f"{name}_eval"]
+        else:
+            idx = self.indices[name]
+        return [caps[i] for i in idx]
 
     def to_manifest(self) -> dict:
         return {"dataset": self.dataset, "seed": self.seed, "indices": self.indices, "sha256": self.hashes}
@@ -470,6 +502,17 @@ class MembershipSets:
     nonmembers_cal: torch.Tensor
     nonmembers_eval: torch.Tensor
     source: dict = field(default_factory=dict)
+    # part name -> one caption per image (from metadata.jsonl or a zoo split); None: no captions
+    captions: dict[str, list[str]] | None = None
+
+    def captions_of(self, name: str) -> list[str]:
+        """The captions of a part (``members_cal`` …, ``members``, ``nonmembers``); the empty prompt
+        for each image when the sets carry none."""
+        if name in ("members", "nonmembers"):
+            return self.captions_of(f"{name}_cal") + self.captions_of(f"{name}_eval")
+        if self.captions is None:
+            return [""] * len(getattr(self, name))
+        return list(self.captions[name])
 
     def parts(self) -> dict[str, torch.Tensor]:
         """The four parts by name: members_cal, members_eval, nonmembers_cal, nonmembers_eval."""
@@ -516,6 +559,40 @@ def folder_images(path, shape: tuple[int, int, int] | None, resize: bool = False
     return (images, names) if return_names else images
 
 
+METADATA = "metadata.jsonl"
+
+
+def read_captions(folder: str | Path, files: Sequence[str]) -> list[str] | None:
+    """The caption of each of ``files`` (paths relative to ``folder``) from ``folder/metadata.jsonl``
+    (Hugging Face's imagefolder convention: one ``{"file_name": ..., "text": ...}`` per line), or
+    None when the folder has no such file. Every image needs one caption and every caption an image."""
+    path = Path(folder) / METADATA
+    if not path.is_file():
+        return None
+    captions: dict[str, str] = {}
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}, line {i}: not JSON ({err.msg}).") from None
+        if not isinstance(row, dict) or not isinstance(row.get("file_name"), str) or not isinstance(row.get("text"), str):
+            raise DataError(f"{path}, line {i}: each line is {{\"file_name\": ..., \"text\": ...}} with two strings.")
+        if row["file_name"] in captions:
+            raise DataError(f"{path}, line {i}: {row['file_name']!r} is captioned twice.")
+        captions[row["file_name"]] = row["text"]
+    unknown = sorted(set(captions) - set(files))
+    if unknown:
+        raise DataError(f"{path} captions {len(unknown)} file(s) that are not images of the folder, e.g. "
+                        f"{unknown[0]!r}: remove the lines or add the images.")
+    missing = [f for f in files if f not in captions]
+    if missing:
+        raise DataError(f"{path} has no caption for {len(missing)} image(s), e.g. {missing[0]!r}: add a line for "
+                        "each (\"text\": \"\" for the empty prompt).")
+    return [captions[f] for f in files]
+
+
 def load_membership_sets(members, nonmembers, model=None, n_eval: int | None = None,
                          calibration_fraction: float = 1 / 3, seed: int = 0,
                          resize: bool = False) -> MembershipSets:
@@ -531,11 +608,12 @@ def load_membership_sets(members, nonmembers, model=None, n_eval: int | None = N
         raise DataError(f"n_eval={n_eval!r}: give a whole number >= 1 of evaluation images per side (or None for all).")
     if not 0 < calibration_fraction < 1:
         raise DataError(f"calibration_fraction={calibration_fraction!r} must lie strictly between 0 and 1.")
-    shape = None if model is None else model.sample_shape
-    parts, names = {}, {}
+    shape = None if model is None else getattr(model, "image_shape", None) or model.sample_shape
+    parts, names, caps = {}, {}, {}
     for label, spec in (("members", members), ("nonmembers", nonmembers)):
         if isinstance(spec, tuple):
-            cal, ev = spec
+            cal, ev, *given = spec
+            caps[label] = tuple(given) if given else None
             for x in (cal, ev):
                 if shape is not None and tuple(x.shape[1:]) != tuple(shape):
                     raise DataError(f"{label} images are {tuple(x.shape[1:])} but the model takes {tuple(shape)}.")
@@ -548,6 +626,8 @@ def load_membership_sets(members, nonmembers, model=None, n_eval: int | None = N
             perm = np.random.default_rng(seed).permutation(len(images))
             n_cal = min(len(images) - 1, max(1, round(len(images) * calibration_fraction)))
             cal, ev = images[torch.from_numpy(perm[:n_cal])], images[torch.from_numpy(perm[n_cal:])]
+            found = read_captions(spec, files)
+            caps[label] = None if found is None else ([found[i] for i in perm[:n_cal]], [found[i] for i in perm[n_cal:]])
             cal_names = [str(Path(spec) / files[i]) for i in perm[:n_cal]]
             ev_names = [str(Path(spec) / files[i]) for i in perm[n_cal:]]
         if n_eval is not None:
@@ -557,10 +637,19 @@ def load_membership_sets(members, nonmembers, model=None, n_eval: int | None = N
                     f"for evaluation: pass n_eval <= {len(ev)} (or None for all)."
                 )
             ev, ev_names = ev[:n_eval], ev_names[:n_eval]
+            if caps[label] is not None:
+                caps[label] = (caps[label][0], caps[label][1][:n_eval])
         parts[label] = (cal, ev)
         names[label] = cal_names + ev_names
+    captions = None
+    if caps["members"] is not None or caps["nonmembers"] is not None:  # a side without: empty prompts
+        captions = {}
+        for label in ("members", "nonmembers"):
+            cal, ev = parts[label]
+            given = caps[label] or ([""] * len(cal), [""] * len(ev))
+            captions[f"{label}_cal"], captions[f"{label}_eval"] = list(given[0]), list(given[1])
     sets = MembershipSets(*parts["members"], *parts["nonmembers"],
-                          source={"members": str(members), "nonmembers": str(nonmembers)})
+                          source={"members": str(members), "nonmembers": str(nonmembers)}, captions=captions)
     check_no_leakage(members=(torch.cat(parts["members"]), names["members"]),
                      nonmembers=(torch.cat(parts["nonmembers"]), names["nonmembers"]))
     return sets

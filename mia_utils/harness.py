@@ -39,12 +39,65 @@ def settings(grid) -> dict:
     return {int(t): {"t": int(t)} for t in grid}
 
 
-def _models(model: DiffusionModel, hyper: dict) -> list[DiffusionModel]:
+class PartViews:
+    """A latent or text-to-image target (``pipelines.Target``) prepared for the harness: each
+    part's latents z_0 (encoded once) and the model bound to that part's captions (or to the
+    empty prompt, ``captions=False``) at ``guidance``. ``evaluate`` takes it where it takes a
+    model; ``encoder_passes`` counts the VAE's passes, apart from the UNet's queries."""
+
+    def __init__(self, target, sets: MembershipSets, captions: bool = True, guidance: float = 1.0,
+                 latents: Mapping | None = None):
+        self.model = target.model
+        parts = sets.parts()
+        before = target.codec.encoder_queries if target.codec is not None else 0
+        self.inputs = dict(latents) if latents is not None else {p: target.encode(x) for p, x in parts.items()}
+        self.encoder_passes = (target.codec.encoder_queries - before) if target.codec is not None else 0
+        self.views = {p: target.bind(sets.captions_of(p) if captions else None, n=len(x), guidance=guidance)
+                      for p, x in parts.items()}
+
+    def with_guidance(self, target, sets: MembershipSets, guidance: float, captions: bool = True) -> PartViews:
+        """The same latents, bound at another guidance."""
+        return PartViews(target, sets, captions, guidance, latents=self.inputs)
+
+
+def _models(model, hyper: dict) -> list[DiffusionModel]:
     """Every model an attack call queries: the target and any model among its hyper-parameters."""
-    return [model, *[v for v in hyper.values() if isinstance(v, DiffusionModel) and v is not model]]
+    model = model.model if isinstance(model, PartViews) else model
+    others = [v.model if isinstance(v, PartViews) else v for v in hyper.values()]
+    return [model, *[v for v in others if isinstance(v, DiffusionModel) and v is not model]]
 
 
-def score_parts(attack, model: DiffusionModel, sets: MembershipSets, hyper: dict) -> tuple[dict, dict]:
+def _calls(model, sets: MembershipSets, hyper: dict) -> dict:
+    """part -> (model, images, hyper) of each part's call; a PartViews gives each part its own view
+    and latents (the hyper-parameters' PartViews, e.g. a base, theirs)."""
+    def part_of(value, part):
+        return value.views[part] if isinstance(value, PartViews) else value
+
+    if isinstance(model, PartViews):
+        return {part: (model.views[part], model.inputs[part], {k: part_of(v, part) for k, v in hyper.items()})
+                for part in sets.parts()}
+    return {part: (model, images, hyper) for part, images in sets.parts().items()}
+
+
+def _guidance(model) -> float:
+    return getattr(next(iter(model.views.values())), "guidance", 1.0) if isinstance(model, PartViews) else 1.0
+
+
+def _guided_cost(attack, model, hyper: dict) -> int:
+    """The declared queries per image, each query of a model bound at guidance γ ≠ 1 counted twice
+    (ε̂(∅) and ε̂(c)); the noise probe's inversion is paid by the model that inverts."""
+    declared = attack.queries_per_image(**hyper)
+    g_target, g_base = _guidance(model) != 1.0, _guidance(hyper.get("base")) != 1.0
+    if attack.name != "noise_probe":
+        return declared * (2 if g_target else 1)
+    h = attack.check_hyper(hyper)
+    generation = h["generation_steps"]
+    inversion = declared - generation
+    inverter = g_base if h["noise"] == "semantic" else g_target
+    return inversion * (2 if inverter else 1) + generation * (2 if g_target else 1)
+
+
+def score_parts(attack, model: DiffusionModel | PartViews, sets: MembershipSets, hyper: dict) -> tuple[dict, dict]:
     """One setting on the four parts: ({part: scores}, cost) with measured queries per image
     (every queried model counted), seconds and images per second."""
     attack = _attacks.get(attack) if isinstance(attack, str) else attack
@@ -53,10 +106,10 @@ def score_parts(attack, model: DiffusionModel, sets: MembershipSets, hyper: dict
         m.reset_queries()
     n_images = sum(len(x) for x in sets.parts().values())
     t0 = time.perf_counter()
-    scores = {part: attack(model, images, **hyper) for part, images in sets.parts().items()}
+    scores = {part: attack(m, x, **h) for part, (m, x, h) in _calls(model, sets, hyper).items()}
     seconds = time.perf_counter() - t0
     queries = sum(m.reset_queries() for m in models) / n_images
-    declared = attack.queries_per_image(**hyper)
+    declared = _guided_cost(attack, model, hyper)
     if queries != declared:
         raise RuntimeError(f"{attack.name} with {hyper} declares {declared} queries per image but made {queries:g}: "
                            "fix its registry entry (attacks.ATTACKS) or the attack.")
@@ -323,7 +376,7 @@ def score_chosen(result: dict, model: DiffusionModel, images, grid=None, **hyper
 # ---------------------------------------------------------------------- the one table
 COLUMNS = {
     "auc": "AUC [95 % CI]",
-    "p": "p",  # the AUC's label-permutation p-value (evidence, chapter 07)
+    "p": "p",  # the AUC's label-permutation p-value (evidence, chapter 08)
     "tpr": "TPR@1%FPR (%)",
     "tpr01": "TPR@0.1%FPR (%)",
     "transfer": "FPR / TPR at the calibrated 1% threshold",
@@ -403,3 +456,50 @@ def multiclass_table(rows: Mapping[str, dict]):
         "access": r.get("access", ""), "forward queries": f"{r['queries_per_image']:g}",
         "backward passes": f"{r['backward_per_image']:g}",
     } for name, r in rows.items()]).style.hide(axis="index")
+
+
+def noise_probe_guidance(target, base, sets: MembershipSets, guidances: Iterable[float], assumed: float,
+                         base_guidance: float = 1.0, inversion_steps: int = 100, generation_steps: int = 50,
+                         captions: bool = True, n_boot: int = 1000, seed: int = 0) -> dict:
+    """The noise probe of a text-to-image target (``pipelines.Target``s) at several generation
+    guidances γ₁, one inversion shared: each image is inverted once by the base at
+    ``base_guidance`` (γ₂), then regenerated by the target at every γ₁ of ``guidances``.
+
+    The auditor sets the threshold believing the target runs at ``assumed``: the threshold of
+    best balanced accuracy on calibration scores made at ``assumed`` (``metrics.calibrated_accuracy``)
+    is applied to evaluation scores made at each actual γ₁ (hidden guidance jitter). Returns
+    {"rows": {γ₁: row with AUC [CI], ``balanced_accuracy`` at the transferred threshold and
+    ``queries_per_image``}, "scores": {γ₁: {part: scores}}}. Cost per image: ``inversion_steps``
+    base queries (× 2 at γ₂ ≠ 1) + ``generation_steps`` target queries (× 2 at γ₁ ≠ 1) per γ₁.
+    """
+    from .attacks import noise_probe
+
+    guidances = [float(g) for g in guidances]
+    if float(assumed) not in guidances:
+        raise ValueError(f"assumed={assumed} must be one of the guidances {guidances}.")
+    t_start = target.model.num_train_timesteps - 1
+    probe_views = PartViews(target, sets, captions, 1.0)
+    base_views = PartViews(base, sets, captions, base_guidance, latents=probe_views.inputs)
+    base.model.reset_queries()
+    inits = {p: noise_probe.initial_noise(probe_views.views[p], z, "semantic", base_views.views[p], t_start,
+                                          inversion_steps, seed) for p, z in probe_views.inputs.items()}
+    n_images = sum(len(z) for z in probe_views.inputs.values())
+    inversion = base.model.reset_queries() / n_images
+    scores, rows = {}, {}
+    for g in guidances:
+        views = PartViews(target, sets, captions, g, latents=probe_views.inputs)
+        target.model.reset_queries()
+        t0 = time.perf_counter()
+        scores[g] = {p: noise_probe.score(views.views[p], z, x_init=inits[p], generation_steps=generation_steps,
+                                          t_start=t_start) for p, z in views.inputs.items()}
+        seconds = time.perf_counter() - t0
+        generation = target.model.reset_queries() / n_images
+        rows[g] = metrics.evaluate(scores[g]["members_eval"], scores[g]["nonmembers_eval"], n_boot=n_boot, seed=seed,
+                                   queries_per_image=inversion + generation, seconds=seconds, access="gray box")
+    s0 = scores[float(assumed)]
+    for g in guidances:
+        s = scores[g]
+        acc = metrics.calibrated_accuracy(s0["members_cal"], s0["nonmembers_cal"], s["members_eval"], s["nonmembers_eval"])
+        own = metrics.calibrated_accuracy(s["members_cal"], s["nonmembers_cal"], s["members_eval"], s["nonmembers_eval"])
+        rows[g].update(balanced_accuracy=acc["balanced_accuracy"], own_threshold_accuracy=own["balanced_accuracy"])
+    return {"rows": rows, "scores": scores}

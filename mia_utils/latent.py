@@ -123,7 +123,14 @@ class LatentCodec:
         out = []
         for i in range(0, len(images), self.batch_size):
             batch = images[i:i + self.batch_size].float()
-            post = self.vae.encode(batch.to(self.device)).latent_dist
+            encoded = self.vae.encode(batch.to(self.device))
+            if not hasattr(encoded, "latent_dist"):  # a VQModel: its latents before quantisation
+                if mode == "sample":
+                    raise ValueError("A VQ first stage has no posterior to sample from: use mode='mean'.")
+                out.append(encoded.latents.cpu() * self.scale)
+                self.encoder_queries += len(batch)
+                continue
+            post = encoded.latent_dist
             z = post.mean
             if mode == "sample":
                 n = draw(generators(batch, seed, salt="latent"), tuple(z.shape[1:]))

@@ -9,6 +9,7 @@ every forward at the model's precision (``PRECISIONS``): fp32 by default, everyw
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import warnings
 from pathlib import Path
@@ -174,12 +175,16 @@ class DiffusionModel:
                                   "broken (a diverged training run?); use an earlier one.")
         x = torch.zeros((1, *self.sample_shape), device=self.device)
         with torch.no_grad(), precision(self.dtype, self.device):
-            out = self.unet(x, torch.tensor([0], device=self.device)).sample.float()
+            out = self.forward(x, torch.tensor([0], device=self.device), self.blank_condition(1)).float()
         if tuple(out.shape) != tuple(x.shape):
             raise CheckpointError(f"The UNet maps images {tuple(x.shape[1:])} to {tuple(out.shape[1:])}: an "
                                   "ε-prediction model returns the input's shape (out_channels = in_channels).")
         if not torch.isfinite(out).all():
             raise CheckpointError("One ε̂ query on a blank image returned NaN or inf: the checkpoint is broken.")
+
+    def blank_condition(self, n: int) -> torch.Tensor | None:
+        """The condition of n unconditioned queries: None here (a text model: the empty prompt's)."""
+        return None
 
     def clean_images(self, images) -> torch.Tensor:
         """An attack's input, checked: a float tensor [N, C, H, W] (numpy arrays are converted), at
@@ -228,16 +233,42 @@ class DiffusionModel:
                 "([C, H, W]): load them with load_image_folder(path, size=..., channels=...)."
             )
 
-    def eps(self, x_t: torch.Tensor, t, batch_size: int | None = None,
-            grad: bool = False) -> torch.Tensor:
-        """ε̂(x_t, t) for images [N, C, H, W]; ``t`` an int or an int tensor [N].
+    @property
+    def conditional(self) -> bool:
+        """True for a text-conditional UNet (``UNet2DConditionModel``): ε̂ needs a condition."""
+        return "encoder_hidden_states" in inspect.signature(self.unet.forward).parameters
 
+    def forward(self, x: torch.Tensor, t: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """The UNet's raw output for one batch on the model's device (no checks, no count): the
+        one call of the UNet that the hook, the samplers and training share."""
+        if condition is None:
+            return self.unet(x, t).sample
+        return self.unet(x, t, encoder_hidden_states=condition).sample
+
+    def check_condition(self, condition: torch.Tensor | None, n: int) -> None:
+        """A condition fits the model: none for an unconditional UNet, [n, L, D] for a conditional one."""
+        if condition is None and self.conditional:
+            raise ValueError("This model is text-conditional: query it through model.bind(captions) (the empty "
+                             "prompt \"\" when there is none).")
+        if condition is not None and not self.conditional:
+            raise ValueError("This model takes no condition (an unconditional UNet2DModel).")
+        if condition is not None and (condition.ndim != 3 or len(condition) != n):
+            raise ValueError(f"condition must be [N, L, D] with N = {n} rows, one per image; got "
+                             f"{tuple(condition.shape)}.")
+
+    def eps(self, x_t: torch.Tensor, t, batch_size: int | None = None,
+            grad: bool = False, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """ε̂(x_t, t, c) for images [N, C, H, W]; ``t`` an int or an int tensor [N].
+
+        ``condition`` (text-conditional models only): the text encoder's hidden states
+        [N, L, D], row i conditioning image i (``bind`` supplies them from captions).
         Runs in batches of ``batch_size`` (default the model's) on the model's device and
         returns a float32 tensor on the device of ``x_t``. Counts N queries. With ``grad``
         the graph is kept (for gradient features); otherwise under ``torch.no_grad``.
         """
         self.check_images(x_t)
         n = len(x_t)
+        self.check_condition(condition, n)
         t = torch.as_tensor(t, dtype=torch.long)
         t = t.expand(n) if t.ndim == 0 else t
         if len(t) != n:
@@ -249,7 +280,8 @@ class DiffusionModel:
         with torch.set_grad_enabled(grad), precision(self.dtype, self.device):
             for i in range(0, n, bs):
                 xb = x_t[i:i + bs].to(self.device, torch.float32)
-                out.append(self.unet(xb, t[i:i + bs].to(self.device)).sample.float().to(x_t.device))
+                cb = None if condition is None else condition[i:i + bs].to(self.device, torch.float32)
+                out.append(self.forward(xb, t[i:i + bs].to(self.device), cb).float().to(x_t.device))
                 self.queries += len(xb)
         return torch.cat(out) if out else x_t.new_zeros(x_t.shape)
 
@@ -283,6 +315,9 @@ class DiffusionModel:
 
         if x_t.ndim != 5:
             raise ValueError(f"x_t must be [N, K, C, H, W]; got shape {tuple(x_t.shape)}.")
+        if self.conditional:
+            raise ValueError("Per-sample gradients of a text-conditional UNet are not supported (GSA and the "
+                             "∇θ trajectory features take an unconditional model).")
         self.check_images(x_t[:, 0])
         unet = self.unet
         params = {k: v.detach() for k, v in unet.named_parameters()}

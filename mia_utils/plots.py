@@ -346,3 +346,28 @@ def k_curves(curves: dict, alpha: float = 0.01):
     axes[0].legend(fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def guidance_jitter(studies: dict, assumed: float, figsize=(10, 3.4)):
+    """Chapter 07's guidance study: for each target ({name: {γ₁: row}}, rows of
+    ``harness.noise_probe_guidance``), the AUC [CI] and the balanced accuracy against the actual
+    generation guidance, with the threshold calibrated at ``assumed`` (solid) and re-calibrated
+    at each γ₁ (dotted)."""
+    fig, axes = plt.subplots(1, 2, figsize=figsize)
+    for (name, rows), color in zip(studies.items(), LINE_COLORS):
+        gs = list(rows)
+        axes[0].plot(gs, [rows[g]["auc"] for g in gs], marker="o", color=color, label=name)
+        axes[0].fill_between(gs, [rows[g]["auc_ci"][0] for g in gs], [rows[g]["auc_ci"][1] for g in gs], color=color,
+                             alpha=0.15, lw=0)
+        axes[1].plot(gs, [rows[g]["balanced_accuracy"] for g in gs], marker="o", color=color,
+                     label=f"{name}: threshold from γ₁={assumed:g}")
+        axes[1].plot(gs, [rows[g]["own_threshold_accuracy"] for g in gs], ls=":", color=color,
+                     label=f"{name}: re-calibrated")
+    for ax, what in zip(axes, ("AUC", "balanced accuracy")):
+        ax.axhline(0.5, ls="--", color="0.6", lw=1)
+        ax.axvline(assumed, color="0.8", lw=1)
+        ax.set(xlabel="actual generation guidance γ₁", ylabel=what)
+    axes[0].legend(fontsize="small")
+    axes[1].legend(fontsize="x-small")
+    fig.tight_layout()
+    return fig

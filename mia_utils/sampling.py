@@ -21,7 +21,8 @@ def _run(model: DiffusionModel, scheduler, n: int, generator: torch.Generator | 
     for t in tqdm(scheduler.timesteps, desc=desc, disable=not progress, mininterval=2):
         eps_hat = model.eps(x, int(t))
         x = scheduler.step(eps_hat, int(t), x, generator=generator, **step_kwargs).prev_sample
-    return x.clamp(-1, 1)
+    # images are clamped to the model's pixel range; latents (no input range) are left as they are
+    return x.clamp(*model.input_range) if model.input_range is not None else x
 
 
 def ddpm_sample(model: DiffusionModel, n: int, generator: torch.Generator | None = None,

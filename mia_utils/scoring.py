@@ -105,14 +105,19 @@ FEATURE_ATTACKS = {a.name: a for a in [
 
 
 def attack_names() -> list[str]:
-    """Every attack ``score`` reaches: the registry's scores, then the feature attacks."""
-    return [*_attacks.ATTACKS, *FEATURE_ATTACKS]
+    """Every attack ``score`` reaches: the registry's scores on pixel checkpoints (not those that
+    need captions), then the feature attacks."""
+    return [*(n for n, a in _attacks.ATTACKS.items() if "captions" not in a.needs), *FEATURE_ATTACKS]
 
 
 def get_attack(name: str):
     """A registered attack (``attacks.Attack``) or a ``FeatureAttack``; an error listing all otherwise."""
     if name in FEATURE_ATTACKS:
         return FEATURE_ATTACKS[name]
+    if name in _attacks.ATTACKS and "captions" in _attacks.ATTACKS[name].needs:
+        raise ValueError(f"{name} compares ε̂ with and without each image's caption: it runs on text-to-image "
+                         "checkpoints, through `mia-book audit` (chapter 07) or mia_utils; `mia-book score` scores "
+                         f"pixel checkpoints with {', '.join(attack_names())}.")
     if name not in _attacks.ATTACKS:
         raise ValueError(f"No attack {name!r}; the attacks are {', '.join(attack_names())}.")
     return _attacks.ATTACKS[name]

@@ -62,6 +62,41 @@ def load_ldm(spec, device: str | torch.device = "auto", batch_size: int = 256):
     return latent.load_ldm(folder(spec), device=device, batch_size=batch_size)
 
 
+def load_target(spec, lora=None, device: str | torch.device = "auto", batch_size: int = 256, dtype: str = "fp32"):
+    """``pipelines.load_pipeline`` on the spec's folder; a zoo LoRA model is its base's pipeline
+    with the zoo folder as the adapter (``lora``: an adapter folder for any other spec)."""
+    from .pipelines import load_pipeline
+
+    adapter_recipe = recipe(spec)
+    if getattr(adapter_recipe, "lora_rank", None) is not None:
+        if lora is not None:
+            raise ValueError(f"{spec} is a LoRA adapter already; give its base as the checkpoint to add another.")
+        return load_pipeline(zoo.path_of(adapter_recipe.init), lora=folder(spec), device=device,
+                             batch_size=batch_size, dtype=dtype)
+    return load_pipeline(folder(spec), lora=None if lora is None else folder(lora), device=device,
+                         batch_size=batch_size, dtype=dtype)
+
+
+def kind_of(spec) -> str:
+    """"pixel", "latent" or "text-to-image": what a model spec holds, read from its folder's
+    files (nothing loaded; a zoo model is trained first if needed)."""
+    from .models import read_json
+    from .pipelines import SUPPORTED
+
+    r = recipe(spec)
+    if getattr(r, "lora_rank", None) is not None:
+        return "text-to-image"
+    root = folder(spec)
+    if (root / "model_index.json").is_file():
+        name = read_json(root / "model_index.json", "model_index.json").get("_class_name")
+        if name not in SUPPORTED:
+            from .pipelines import load_pipeline
+
+            load_pipeline(root)  # the one error that names the supported pipelines
+        return SUPPORTED[name]
+    return "latent" if (root / "codec.json").is_file() else "pixel"
+
+
 def _images(spec, label: str):
     """A folder spec as it is, or a zoo split part as its (calibration, evaluation) tensors."""
     if not is_zoo(spec):
@@ -72,7 +107,8 @@ def _images(spec, label: str):
         raise DataError(f"{label}={spec!r}: write zoo:{name}/{label}.")
     split = zoo.split_of(name)
     dataset = data.load_dataset(split.dataset)
-    return split.images(f"{label}_cal", dataset), split.images(f"{label}_eval", dataset)
+    parts = (f"{label}_cal", f"{label}_eval")
+    return (*(split.images(p, dataset) for p in parts), *(split.captions(p) for p in parts))
 
 
 def load_membership_sets(members, nonmembers, model: DiffusionModel | None = None, **kwargs) -> MembershipSets:

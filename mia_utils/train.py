@@ -40,20 +40,29 @@ class TrainConfig:
 
 
 def train_ddpm(model: DiffusionModel, images: torch.Tensor, config: TrainConfig = TrainConfig(),
-               out_dir: str | Path | None = None, progress: bool = True) -> list[dict]:
-    """Train ``model.unet`` in place on ``images`` [N, C, H, W] in [-1, 1].
+               out_dir: str | Path | None = None, progress: bool = True,
+               condition: torch.Tensor | None = None, uncond_prob: float = 0.0) -> list[dict]:
+    """Train ``model.unet`` in place on ``images`` [N, C, H, W] in [-1, 1] (or latents).
 
+    A text-conditional model trains on ``condition`` [N, L, D] (row i: the text encoder's
+    hidden states of image i's caption), each replaced by the empty prompt's with probability
+    ``uncond_prob`` (caption dropout: the unconditional ε̂ that classifier-free guidance needs).
+    Only parameters with ``requires_grad`` train (a LoRA adapter, when one is attached).
     Returns the training log: one entry per ``log_every`` steps with the mean loss over them.
     With ``out_dir``, snapshots go to ``out_dir/snapshots/step_XXXXXX`` (diffusers folders) and
     the log to ``out_dir/train_log.json``. Training does not count as attack queries.
     """
     model.check_images(images)
+    model.check_condition(condition, len(images))
     gen = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     unet, device = model.unet, model.device
     data = images.to(device, torch.float32)
+    cond = None if condition is None else condition.to(device, torch.float32)
+    blank = None if condition is None else model.blank_condition(1).to(device)
     T = model.num_train_timesteps
-    opt = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    opt = torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=config.lr,
+                            weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps)))
     ema = None
     if config.ema_decay is not None:
@@ -72,8 +81,13 @@ def train_ddpm(model: DiffusionModel, images: torch.Tensor, config: TrainConfig 
         eps = torch.randn(x0.shape, generator=gen).to(device)
         # 2. x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε
         x_t = model.q_sample(x0, t, eps)
-        # 3. ‖ε − ε̂(x_t, t)‖², one gradient step
-        loss = F.mse_loss(unet(x_t, t).sample, eps)
+        c = None
+        if cond is not None:  # the captions' states, each dropped to the empty prompt's with uncond_prob
+            c = cond[idx.to(device)]
+            drop = (torch.rand(config.batch_size, generator=gen) < uncond_prob).to(device)
+            c = torch.where(drop[:, None, None], blank, c)
+        # 3. ‖ε − ε̂(x_t, t, c)‖², one gradient step
+        loss = F.mse_loss(model.forward(x_t, t, c), eps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -134,3 +134,67 @@ def tiny_ldm(tiny_checkpoint, tmp_path_factory):
     train_ddpm(model, codec.encode(members), TrainConfig(steps=10, batch_size=8, log_every=5), progress=False)
     model.save(root)
     return root
+
+
+SD_WORDS = "a thin bold handwritten digit seven one".split()
+
+
+def sd_pipeline(folder: Path, seed: int = 0, width: int = 64):
+    """A tiny StableDiffusionPipeline from diffusers' and transformers' own classes (only the
+    tokenizer from ``text2img.build_tokenizer``): VAE 1x8x8 -> 4x4x4, SD's scaled-linear betas."""
+    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from mia_utils import text2img
+    from mia_utils.latent import vae_config
+
+    tokenizer = text2img.build_tokenizer(SD_WORDS, folder / "tok")
+    torch.manual_seed(seed)
+    text = CLIPTextModel(CLIPTextConfig(**text2img.text_encoder_config(
+        len(tokenizer), 32, max_length=tokenizer.model_max_length, eos_token_id=tokenizer.eos_token_id)))
+    vae = AutoencoderKL(**vae_config(8, 1, 4, (16, 32)), scaling_factor=0.7)
+    unet = UNet2DConditionModel(**text2img.conditional_unet_config(4, 4, 32, (32, width)))
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1,
+                              clip_sample=False)
+    return StableDiffusionPipeline(vae=vae, text_encoder=text.eval(), tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+
+
+def caption_folder(images, folder: Path, captions) -> Path:
+    """PNG images with a metadata.jsonl (Hugging Face's imagefolder convention)."""
+    import json
+
+    mu.data.save_image_folder(images, folder)
+    files = sorted(p.name for p in folder.glob("*.png"))
+    lines = [json.dumps({"file_name": f, "text": c}) for f, c in zip(files, captions)]
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory, digits):
+    """An SD folder written by diffusers' save_pretrained, a LoRA adapter for it (saved with
+    save_lora_weights), one for a UNet of another width, and captioned member / non-member folders."""
+    from mia_utils import text2img
+
+    def make(root):
+        pipe = sd_pipeline(root)
+        pipe.save_pretrained(root / "sd", safe_serialization=True)
+        text2img.add_lora(pipe.unet, rank=4, seed=1)
+        with torch.no_grad():  # a non-trivial adapter (B starts at zero)
+            for name, p in pipe.unet.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.05)
+        text2img.save_lora(pipe.unet, root / "lora")
+        other = sd_pipeline(root / "other", width=96)
+        text2img.add_lora(other.unet, rank=4)
+        text2img.save_lora(other.unet, root / "lora-other")
+        words = ["one", "seven"]
+        caps = [f"a {'thin' if i % 2 else 'bold'} handwritten digit {words[i % 2]}" for i in range(40)]
+        caption_folder(digits[:20], root / "members", caps[:20])
+        caption_folder(digits[20:40], root / "nonmembers", caps[20:])
+
+    root = shared_folder(tmp_path_factory, "tiny_sd", make)
+    return {"root": root, "folder": root / "sd", "lora": root / "lora", "lora_other": root / "lora-other",
+            "members": root / "members", "nonmembers": root / "nonmembers"}

@@ -17,9 +17,9 @@ from .test_notebooks import TINY
 @pytest.mark.slow
 @pytest.mark.parametrize("tiny_checkpoint", [(3, 16)], indirect=True, ids=["rgb16"])
 def test_audit_writes_the_report(tiny_checkpoint, tmp_path):
-    params = {**TINY["00_victims"], **TINY["02_sima"], **{k: v for k, v in TINY["07_evidence"].items() if k != "suspect"}}
+    params = {**TINY["00_victims"], **TINY["02_sima"], **{k: v for k, v in TINY["08_evidence"].items() if k != "suspect"}}
     argv = ["audit", "--checkpoint", str(tiny_checkpoint["checkpoint"]), "--members", str(tiny_checkpoint["members"]),
-            "--nonmembers", str(tiny_checkpoint["nonmembers"]), "--chapters", "00,02,07", "--device", "cpu",
+            "--nonmembers", str(tiny_checkpoint["nonmembers"]), "--chapters", "00,02,08", "--device", "cpu",
             "--n-eval", "8", "--out", str(tmp_path / "report"), "--suspect", str(tiny_checkpoint["members"])]
     for k, v in params.items():
         argv += ["-p", k, json.dumps(v)]
@@ -29,10 +29,10 @@ def test_audit_writes_the_report(tiny_checkpoint, tmp_path):
     assert not (report / "01_theory.ipynb").exists()
     summary = json.loads((report / "summary.json").read_text())
     chapters = {row["chapter"] for row in summary["rows"]}
-    assert chapters == {"00_victims", "02_sima", "07_evidence"}
-    # the guardrails come first; the suspect folder (here: the members) is tested in chapter 07
+    assert chapters == {"00_victims", "02_sima", "08_evidence"}
+    # the guardrails come first; the suspect folder (here: the members) is tested in chapter 08
     assert summary["provenance"][0].startswith("model-blind baseline") and "0 identical images" in summary["provenance"][1]
-    evidence = json.loads((report / "results" / "07_evidence" / "metrics.json").read_text())
+    evidence = json.loads((report / "results" / "08_evidence" / "metrics.json").read_text())
     assert evidence["parameters"]["suspect"] == str(tiny_checkpoint["members"])
     assert 0 <= evidence["suspect"]["SimA (p=4)"]["p_value"] <= 1 and evidence["suspect"]["SimA (p=4)"]["k"] == 24
     for chapter in chapters:
@@ -103,8 +103,8 @@ def test_audit_bad_options_exit_2_with_one_line(tiny_checkpoint, tmp_path, capsy
         (["--chapters", "02", "-p", "ts", "5"], "expected a list like the default"),
         (["--device", "gpu"], "--device 'gpu': use one of auto, cpu, cuda"),
         (["--out", str(tmp_path / "afile")], "is a file: name a folder"),
-        (["--chapters", "02", "--suspect", mem], "--suspect is tested by chapter 07"),
-        (["--chapters", "07", "--suspect", non], "same image is in 'suspect'"),
+        (["--chapters", "02", "--suspect", mem], "--suspect is tested by chapter 08"),
+        (["--chapters", "08", "--suspect", non], "same image is in 'suspect'"),
     ]
     for extra, message in cases:
         assert cli.main([*ok, *extra]) == 2, extra

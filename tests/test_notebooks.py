@@ -25,7 +25,7 @@ TINY = {
                        "sima_ts": [10], "pia_ts": [100], "n_boot": 20},
     "05_latent": {"latent_models": ["<ldm>"], "sima_ts": [10, 50], "loss_ts": [50], "n_noise": 1, "pia_ts": [100],
                   "n_samples": 8, "ddim_steps": 3, "replication": None, "n_boot": 20},
-    "07_evidence": {"sima_ts": [10, 50], "loss_ts": [50], "n_noise": 1, "pia_ts": [100], "ks": [1, 2, 4], "n_reference": 2,
+    "08_evidence": {"sima_ts": [10, 50], "loss_ts": [50], "n_noise": 1, "pia_ts": [100], "ks": [1, 2, 4], "n_reference": 2,
                     "n_draws": 5, "suspect": "<members>", "n_boot": 20},
     "02_sima": {"ts": [0, 50], "n_noise": 1, "n_generated": 8, "ddpm_steps": 10, "ddim_steps": 5, "other_victims": [],
                 "n_boot": 20},

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import gsa, loss, noise_probe, pfami, pia, rediffuse, secmi, sima
+from . import clid, gsa, loss, noise_probe, pfami, pia, rediffuse, secmi, sima, wen
 
 ACCESS = ("black box", "gray box", "white box")
 
@@ -89,6 +89,11 @@ ATTACKS: dict[str, Attack] = {a.name: a for a in [
     Attack("pfami", "PFAMI", pfami.score, "gray box", lambda h: (len(h["strengths"]) + 1) * len(h["ts"]),
            "fu2023pfami"),
     Attack("rediffuse", "ReDiffuse", rediffuse.score, "black box", lambda h: h["n"] * h["steps"], "li2025rediffuse"),
+    # text-conditional: a model bound to the images' captions (target.bind(captions))
+    Attack("clid", "CLiD", clid.score, "gray box", lambda h: 2 * len(h["ts"]) * h["n_noise"], "zhai2024clid",
+           needs=("captions",)),
+    Attack("wen", "Wen et al.", wen.score, "gray box", lambda h: 2 * len(h["ts"]) * h["n_noise"], "wen2024detecting",
+           needs=("captions",)),
 ]}
 
 
@@ -104,5 +109,5 @@ def sweep(attack: Callable[..., np.ndarray], model, images, ts: Iterable[int], *
     return {int(t): attack(model, images, t=int(t), **hyper) for t in ts}
 
 
-__all__ = ["ACCESS", "ATTACKS", "Attack", "get", "gsa", "keyword_defaults", "loss", "noise_probe", "pfami", "pia",
-           "rediffuse", "secmi", "sima", "sweep"]
+__all__ = ["ACCESS", "ATTACKS", "Attack", "clid", "get", "gsa", "keyword_defaults", "loss", "noise_probe", "pfami", "pia",
+           "rediffuse", "secmi", "sima", "sweep", "wen"]

@@ -25,7 +25,7 @@ from ..data import Split
 from ..latent import LatentCodec, latent_scale, train_vae
 from ..models import DiffusionModel, default_scheduler, load_model
 from ..train import train_ddpm
-from .recipes import RECIPES, TRAIN_THREADS, Recipe, VAERecipe, get_recipe
+from .recipes import RECIPES, TRAIN_THREADS, Recipe, TextToImageRecipe, VAERecipe, get_recipe
 
 
 def zoo_dir() -> Path:
@@ -85,6 +85,8 @@ def build(recipe: Recipe | str, force: bool = False, progress: bool = True, devi
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
     if isinstance(recipe, VAERecipe):
         return build_vae(recipe, force=force, progress=progress)
+    if isinstance(recipe, TextToImageRecipe):
+        return build_text_to_image(recipe, force=force, progress=progress, device=device)
 
     def make(tmp: Path) -> None:
         split = recipe.make_split()
@@ -130,6 +132,53 @@ def build_vae(recipe: VAERecipe | str, force: bool = False, progress: bool = Tru
     return _cached(folder_of(recipe), force, make)
 
 
+def build_text_to_image(recipe: TextToImageRecipe | str, force: bool = False, progress: bool = True,
+                        device: str = "auto") -> Path:
+    """Train a text-to-image model of the zoo: a StableDiffusionPipeline folder (a base or a full
+    fine-tune) or a LoRA adapter folder (``pytorch_lora_weights.safetensors``), + split.json."""
+    from ..data import dataset_captions
+    from ..pipelines import load_pipeline
+    from ..text2img import ConditionalDiffusionModel, TextEncoder, add_lora, save_lora, tiny_pipeline
+
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+
+    def make(tmp: Path) -> None:
+        split = recipe.make_split()
+        split.save(tmp / "split.json")
+        t0 = time.perf_counter()
+        extra = {}
+        if recipe.init is None:  # the base: its first stage, tokenizer and text encoder first
+            public = split.images("public")
+            torch.manual_seed(recipe.vae_train.seed)
+            vae = AutoencoderKL(**recipe.vae)
+            vae_log = train_vae(vae, public, recipe.vae_train, progress=progress)
+            vae.register_to_config(scaling_factor=latent_scale(vae, public))
+            extra["vae_log"] = vae_log
+            words = {w for caption in dataset_captions(recipe.dataset) for w in caption.split()}
+            pipeline = tiny_pipeline(words, vae, recipe.unet, tmp, seed=recipe.train.seed)
+            pipeline.to(device if device != "auto" else "cpu")
+            model = ConditionalDiffusionModel(pipeline.unet, default_scheduler(clip_sample=False),
+                                              TextEncoder(pipeline), device=device)
+            first_stage = LatentCodec(vae, vae.config.scaling_factor, device=model.device)
+        else:
+            target = load_pipeline(path_of(recipe.init), device=device)
+            pipeline, model, first_stage = target.pipeline, target.model, target.codec
+        if recipe.lora_rank is not None:
+            add_lora(pipeline.unet, rank=recipe.lora_rank, seed=recipe.train.seed)
+        latents = first_stage.encode(split.images(recipe.part))
+        condition = model.text(split.captions(recipe.part))
+        train_ddpm(model, latents, recipe.train, out_dir=tmp, progress=progress, condition=condition,
+                   uncond_prob=recipe.uncond_prob)
+        if recipe.lora_rank is not None:
+            save_lora(pipeline.unet, tmp)
+        else:
+            pipeline.save_pretrained(tmp, safe_serialization=True)
+        trainable = sum(p.numel() for p in pipeline.unet.parameters() if p.requires_grad)
+        _write_info(tmp, recipe, trainable, time.perf_counter() - t0, device=str(model.device), **extra)
+
+    return _cached(folder_of(recipe), force, make)
+
+
 def codec(name: str, device: str = "cpu"):
     """A zoo β-VAE as a ``latent.LatentCodec`` (trained first when it is not cached)."""
     return LatentCodec.load(path_of(name), device=device)
@@ -164,6 +213,8 @@ def dependencies(name: str) -> list[str]:
     recipe = get_recipe(name)
     if isinstance(recipe, VAERecipe):  # its .vae is an AutoencoderKL config, not a zoo name
         return []
+    if isinstance(recipe, TextToImageRecipe):  # its .vae too; it depends on its base only
+        return [recipe.init] if recipe.init is not None else []
     return [d for d in (recipe.init, recipe.vae) if d is not None]
 
 
@@ -232,6 +283,9 @@ def estimated_seconds(name: str) -> float:
     optimiser steps x (a fixed cost + a cost per pixel of the batch), both fitted to measured
     zoo trainings (``python benchmarks/bench_book.py`` prints the measured ones)."""
     recipe = get_recipe(name)
+    if isinstance(recipe, TextToImageRecipe):  # the UNet on latents (+ the base's VAE: its steps at 0.11 s)
+        first = recipe.vae_train.steps * 0.11 if recipe.init is None else 0.0
+        return first + recipe.train.steps * 0.09 * (1 if recipe.lora_rank is None else 1.2)
     config = recipe.vae if isinstance(recipe, VAERecipe) else recipe.unet
     work = recipe.train.batch_size * config["sample_size"] ** 2 * config["in_channels"] * config["block_out_channels"][0]
     attention = 1.3 if any("Attn" in b for b in config["down_block_types"]) else 1.0

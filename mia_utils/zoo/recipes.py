@@ -77,6 +77,36 @@ class VAERecipe(_SplitRecipe):
         return _key(self, {"kind": "vae", "part": self.part, "vae": self.vae})
 
 
+@dataclass(frozen=True)
+class TextToImageRecipe(_SplitRecipe):
+    """A tiny Stable-Diffusion-shaped model of the zoo (``text2img``), saved as a
+    ``StableDiffusionPipeline`` folder; trained on the captioned images of a split part.
+
+    A base (``init`` None) trains its β-VAE first stage on the public images (``vae``,
+    ``vae_train``) and builds its tokenizer and text encoder from the data set's caption words;
+    a fine-tune starts from the base ``init``: all of the UNet (``lora_rank`` None) or a LoRA
+    adapter of rank ``lora_rank`` (the folder then holds the adapter only).
+    """
+
+    part: str = "public"
+    unet: dict = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    init: str | None = None
+    lora_rank: int | None = None
+    uncond_prob: float = 0.1  # caption dropout: the unconditional ε̂ that guidance needs
+    vae: dict = field(default_factory=dict)
+    vae_train: VAETrainConfig = field(default_factory=VAETrainConfig)
+
+    def key(self) -> str:
+        fields = {"kind": "text-to-image", "part": self.part, "unet": self.unet, "lora_rank": self.lora_rank,
+                  "uncond_prob": self.uncond_prob, "n_nonmembers": self.n_nonmembers}
+        if self.init is None:
+            fields.update(vae=self.vae, vae_train=self.vae_train.to_dict())
+        else:
+            fields["init"] = f"{self.init}-{get_recipe(self.init).key()}"
+        return _key(self, fields)
+
+
 def _key(recipe, fields: dict) -> str:
     blob = json.dumps({"format": ZOO_FORMAT, "dataset": recipe.dataset, "n_members": recipe.n_members,
                        "split_seed": recipe.split_seed, "train": recipe.train.to_dict(),
@@ -200,6 +230,40 @@ register(Recipe(
 _register_ldms("fashion", FASHION_LDM_BETAS,
                vae_config(sample_size=16, latent_channels=1, block_out_channels=(16, 32, 32)), 500,
                RECIPES["fashion-ddpm"], "1x4x4: 16-fold")
+
+
+# Chapter 07: a tiny text-to-image model on captioned digits ("a bold handwritten digit seven"):
+# a base pre-trained on the public digits of chapter 06's split, fine-tuned on its 50 private
+# members twice, all of the UNet and a LoRA adapter. Its first stage encodes 8x8 digits into
+# 4x4x4 latents (SD's 4 channels); the UNet has cross-attention in its lower level.
+_T2I_UNET = {"sample_size": 4, "in_channels": 4, "out_channels": 4, "block_out_channels": [32, 64],
+             "layers_per_block": 1, "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+             "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "cross_attention_dim": 32,
+             "attention_head_dim": 8, "norm_num_groups": 32}
+register(TextToImageRecipe(
+    name="digits-t2i-base",
+    description="A tiny text-to-image model (StableDiffusionPipeline: CLIP text encoder 2x32, AutoencoderKL "
+                "8x8 -> 4x4x4, UNet2DConditionModel widths 32, 64 with cross-attention) pre-trained 1,200 steps at "
+                "batch 64 on the 1,547 captioned public digits of chapter 06's split (10 % empty captions).",
+    part="public", **_FT_SPLIT, unet=_T2I_UNET,
+    train=TrainConfig(steps=1200, batch_size=64, lr=1e-3, seed=0),
+    vae=vae_config(latent_channels=4, block_out_channels=(16, 32)),
+    vae_train=VAETrainConfig(beta=1e-4, steps=600, batch_size=64, lr=1e-3, seed=0),
+))
+register(TextToImageRecipe(
+    name="digits-t2i-full",
+    description="digits-t2i-base fine-tuned (all of the UNet) on 50 captioned private members: 500 steps at "
+                "batch 32, lr 2e-4 (snapshots at 100, 200, 300 and 400 steps).",
+    part="members", init="digits-t2i-base", **_FT_SPLIT, unet=_T2I_UNET,
+    train=TrainConfig(steps=500, batch_size=32, lr=2e-4, warmup_steps=20, seed=0, snapshot_steps=(100, 200, 300, 400)),
+))
+register(TextToImageRecipe(
+    name="digits-t2i-lora",
+    description="A rank-8 LoRA adapter of digits-t2i-base's attention projections, trained on the same 50 "
+                "captioned private members: 500 steps at batch 32, lr 1e-3.",
+    part="members", init="digits-t2i-base", lora_rank=8, **_FT_SPLIT, unet=_T2I_UNET,
+    train=TrainConfig(steps=500, batch_size=32, lr=1e-3, warmup_steps=20, seed=0),
+))
 
 
 def get_recipe(name: str) -> Recipe | VAERecipe:
