@@ -111,13 +111,50 @@ def bootstrap_ci(members, nonmembers, n_boot: int = 1000, level: float = 0.95,
         raise ValueError(f"A bootstrap interval needs at least 2 members and 2 non-members; got {len(m)} and "
                          f"{len(n)} (every resample of one image is that image: the interval would be a point).")
     rng = np.random.default_rng(seed)
-    draws: dict[str, list[float]] = {}
-    for _ in range(n_boot):
-        stats = point_metrics(m[rng.integers(len(m), size=len(m))], n[rng.integers(len(n), size=len(n))])
-        for k, v in stats.items():
+    # the resamples as counts of each original score (drawn in the order a loop of point_metrics
+    # calls would draw them: the same resamples)
+    counts_m, counts_n = np.empty((n_boot, len(m))), np.empty((n_boot, len(n)))
+    for b in range(n_boot):
+        counts_m[b] = np.bincount(rng.integers(len(m), size=len(m)), minlength=len(m))
+        counts_n[b] = np.bincount(rng.integers(len(n), size=len(n)), minlength=len(n))
+    draws: dict[str, list[np.ndarray]] = {}
+    for start in range(0, n_boot, 200):  # bounded memory: 200 resamples x (thresholds) at a time
+        for k, v in _resampled_metrics(m, n, counts_m[start:start + 200], counts_n[start:start + 200]).items():
             draws.setdefault(k, []).append(v)
     lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
-    return {k: (float(np.percentile(v, lo)), float(np.percentile(v, hi))) for k, v in draws.items()}
+    return {k: (float(np.percentile(np.concatenate(v), lo)), float(np.percentile(np.concatenate(v), hi)))
+            for k, v in draws.items()}
+
+
+def _resampled_metrics(m: np.ndarray, n: np.ndarray, counts_m: np.ndarray, counts_n: np.ndarray) -> dict:
+    """``point_metrics`` of B resamples at once, each given as counts of the original scores [B, M], [B, N].
+
+    A resample's ROC, evaluated at every distinct original score τ (descending) after (0, 0):
+    TPR(τ) = Σ_i c_i [m_i ≥ τ] / M, FPR(τ) = Σ_j c_j [n_j ≥ τ] / N. Thresholds absent from the
+    resample repeat a neighbour's point (zero area, same envelope, same maximum), so AUC
+    (trapezoid), TPR at each FPR target (interpolated on the upper envelope) and ASR equal
+    ``point_metrics`` on the resample (tested against it); one matrix product instead of B
+    scikit-learn curves (~40x faster at 1,000 resamples; written here because no library
+    bootstraps these metrics from counts).
+    """
+    taus = np.unique(np.r_[m, n])[::-1]
+    tpr = counts_m @ (m[:, None] >= taus[None, :]) / len(m)
+    fpr = counts_n @ (n[:, None] >= taus[None, :]) / len(n)
+    zeros = np.zeros((len(tpr), 1))
+    tpr, fpr = np.hstack([zeros, tpr]), np.hstack([zeros, fpr])
+    out = {"auc": np.trapezoid(tpr, fpr, axis=1)}
+    rows = np.arange(len(tpr))
+    last = fpr.shape[1] - 1
+    for name, target in FPR_TARGETS.items():
+        lo = (fpr <= target).sum(1) - 1  # the last point at or left of the target (FPR is non-decreasing)
+        hi = np.minimum(lo + 1, last)
+        f_lo, t_lo, f_hi = fpr[rows, lo], tpr[rows, lo], fpr[rows, hi]
+        t_hi = tpr[rows, (fpr <= f_hi[:, None]).sum(1) - 1]  # the envelope: the highest TPR at that FPR
+        with np.errstate(invalid="ignore", divide="ignore"):
+            value = t_lo + (t_hi - t_lo) / (f_hi - f_lo) * (target - f_lo)
+        out[name] = np.where((lo == last) | (f_lo == target), t_lo, value)
+    out["asr"] = np.max((tpr + 1 - fpr) / 2, axis=1)
+    return out
 
 
 def evaluate(members, nonmembers, n_boot: int = 1000, seed: int = 0, **extra) -> dict:

@@ -27,6 +27,11 @@ TINY = {
                   "n_samples": 8, "ddim_steps": 3, "replication": None, "n_boot": 20},
     "08_evidence": {"sima_ts": [10, 50], "loss_ts": [50], "n_noise": 1, "pia_ts": [100], "ks": [1, 2, 4], "n_reference": 2,
                     "n_draws": 5, "suspect": "<members>", "n_boot": 20},
+    # on the tiny SD folder with its LoRA (the noise probe inverts with the folder itself)
+    "07_text_to_image": {"lora": "<lora>", "base": None, "second": None, "sima_ts": [10], "loss_ts": [50],
+                         "n_noise": 1, "pia_ts": [100], "secmi_grid": [[20, 10]], "clid_ts": [[50, 100]],
+                         "wen_ts": [[500]], "guidances": [1.0, 3.5], "inversion_steps": 3, "generation_steps": 2,
+                         "n_boot": 20},
     "02_sima": {"ts": [0, 50], "n_noise": 1, "n_generated": 8, "ddpm_steps": 10, "ddim_steps": 5, "other_victims": [],
                 "n_boot": 20},
 }
@@ -61,13 +66,18 @@ def test_every_chapter_has_tiny_parameters():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("source", mu.nbrun.chapters(), ids=lambda p: p.stem)
-def test_chapter_runs_on_a_folder_checkpoint(source, tiny_checkpoint, tiny_ldm, tmp_path):
+def test_chapter_runs_on_a_folder_checkpoint(source, tiny_checkpoint, tiny_ldm, tiny_sd, tmp_path):
     out_dir = tmp_path / "results" / source.stem
-    params = {"checkpoint": str(tiny_checkpoint["checkpoint"]), "members": str(tiny_checkpoint["members"]),
-              "nonmembers": str(tiny_checkpoint["nonmembers"]), "n_eval": 8, "device": "cpu",
+    folders = tiny_checkpoint
+    if source.stem == "07_text_to_image":  # a text-to-image chapter: once, on the SD folder + LoRA
+        if "tiny1x8" not in str(tiny_checkpoint["checkpoint"]):
+            pytest.skip("chapter 07 runs once, on the tiny SD folder")
+        folders = {"checkpoint": tiny_sd["folder"], "members": tiny_sd["members"], "nonmembers": tiny_sd["nonmembers"]}
+    params = {"checkpoint": str(folders["checkpoint"]), "members": str(folders["members"]),
+              "nonmembers": str(folders["nonmembers"]), "n_eval": 8, "device": "cpu",
               "batch_size": 64, "out_dir": str(out_dir)}
     stand_in = {"<checkpoint>": params["checkpoint"], "<ldm>": str(tiny_ldm),  # folders made by the fixtures
-                "<members>": params["members"]}
+                "<members>": params["members"], "<lora>": str(tiny_sd["lora"])}
 
     def fill(v):
         return stand_in.get(v, v) if isinstance(v, str) else [fill(x) for x in v] if isinstance(v, list) else v
