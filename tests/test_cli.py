@@ -42,6 +42,32 @@ def test_audit_writes_the_report(tiny_checkpoint, tmp_path):
     assert "<table" in html and "SimA" in html
 
 
+@pytest.mark.slow
+def test_audit_of_a_stable_diffusion_folder_with_a_lora(tiny_sd, tmp_path):
+    """The SD folder diffusers wrote, its LoRA adapter, captioned folders: only the text-to-image
+    chapter applies, the others are listed with the reason."""
+    params = {k: v for k, v in TINY["07_text_to_image"].items() if k not in ("lora", "base", "second")}
+    argv = ["audit", "--checkpoint", str(tiny_sd["folder"]), "--lora", str(tiny_sd["lora"]),
+            "--members", str(tiny_sd["members"]), "--nonmembers", str(tiny_sd["nonmembers"]), "--device", "cpu",
+            "--n-eval", "8", "--out", str(tmp_path / "report")]
+    for k, v in params.items():
+        argv += ["-p", k, json.dumps(v)]
+    assert cli.main(argv) == 0
+    report = tmp_path / "report"
+    summary = json.loads((report / "summary.json").read_text())
+    assert {row["chapter"] for row in summary["rows"]} == {"07_text_to_image"}
+    assert set(summary["skipped"]) == {p.stem for p in mu.nbrun.chapters()} - {"07_text_to_image"}
+    assert all("pixel-space UNet2DModel" in why for why in summary["skipped"].values())
+    assert any(line.startswith("captions: from metadata.jsonl") for line in summary["provenance"])
+    m = json.loads((report / "results" / "07_text_to_image" / "metrics.json").read_text())
+    assert m["parameters"]["lora"] == str(tiny_sd["lora"].resolve()) and m["parameters"]["captions"] == "metadata"
+    attacks = {name.split(": ", 1)[1] for name in m["metrics"]}
+    assert {"SimA p=4", "CLiD", "Wen et al.", "noise probe γ₁=3.5", "SimA p=4, empty prompt"} <= attacks
+    # a pixel checkpoint with --lora, or a pixel-only chapter on the SD folder: one sentence, exit 2
+    assert cli.main([*argv[:5], "--members", str(tiny_sd["members"]), "--nonmembers", str(tiny_sd["nonmembers"]),
+                     "--chapters", "02", "--out", str(tmp_path / "r2")]) == 2
+
+
 @pytest.mark.parametrize("tiny_checkpoint", [(3, 16)], indirect=True, ids=["rgb16"])
 def test_audit_refuses_bad_input_before_running(tiny_checkpoint, tmp_path, capsys):
     base = ["audit", "--members", str(tiny_checkpoint["members"]), "--out", str(tmp_path / "r")]
@@ -67,13 +93,17 @@ def test_python_dash_m_shows_help():
 @pytest.mark.parametrize("tiny_checkpoint", [(1, 8)], indirect=True, ids=["grey8"])
 def test_audit_skips_chapters_that_need_the_auditors_own_models(tiny_checkpoint, tmp_path, capsys):
     """Chapters 05 and 06 compare with models only the auditor has (latent models, the base
-    model): on a non-zoo checkpoint without them they are skipped with what they need."""
+    model): on a non-zoo checkpoint without them they are skipped with what they need; chapter
+    07 audits text-to-image pipelines, not this pixel checkpoint."""
     sources = mu.nbrun.chapters()
-    run, skipped = cli.plan(sources, str(tiny_checkpoint["checkpoint"]), {})
-    assert set(skipped) == {"05_latent", "06_noise_probe"} and "-p base DIR" in skipped["06_noise_probe"]
+    checkpoint = str(tiny_checkpoint["checkpoint"])
+    assert mu.specs.kind_of(checkpoint) == "pixel"
+    run, skipped = cli.plan(sources, checkpoint, {})
+    assert set(skipped) == {"05_latent", "06_noise_probe", "07_text_to_image"}
+    assert "-p base DIR" in skipped["06_noise_probe"] and "text-to-image pipeline" in skipped["07_text_to_image"]
     assert [s.stem for s in run] == [s.stem for s in sources if s.stem not in skipped]
-    run, skipped = cli.plan(sources, str(tiny_checkpoint["checkpoint"]), {"base": "x", "latent_models": ["y"]})
-    assert skipped == {} and len(run) == len(sources)
+    run, skipped = cli.plan(sources, checkpoint, {"base": "x", "latent_models": ["y"]})
+    assert set(skipped) == {"07_text_to_image"} and len(run) == len(sources) - 1
     assert cli.plan(sources, "zoo:digits-ddpm", {}) == (sources, {})  # the zoo defaults fit the zoo
     argv = ["audit", "--checkpoint", str(tiny_checkpoint["checkpoint"]), "--members", str(tiny_checkpoint["members"]),
             "--nonmembers", str(tiny_checkpoint["nonmembers"]), "--chapters", "05,06", "--device", "cpu",
