@@ -196,9 +196,6 @@ def audit(checkpoint: str, members: str, nonmembers: str, out: str | Path = "aud
     check_parameters(sources, parameters)
     kind = specs.kind_of(checkpoint)
     sources, skipped = plan(sources, checkpoint, parameters, kind)
-    if not sources:
-        raise CheckpointError(f"No chosen chapter audits a {kind} model: "
-                              + "; ".join(f"{k} needs {v}" for k, v in skipped.items()) + ".")
     if lora is not None and kind != "text-to-image":
         raise CheckpointError(f"--lora applies to a text-to-image pipeline; {checkpoint} is a {kind} model.")
     declared = {}

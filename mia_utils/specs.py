@@ -83,9 +83,11 @@ def kind_of(spec) -> str:
     from .models import read_json
     from .pipelines import SUPPORTED
 
-    r = recipe(spec)
-    if getattr(r, "lora_rank", None) is not None:
-        return "text-to-image"
+    if is_zoo(spec):  # from the recipe: nothing trained to answer
+        r = recipe(spec)
+        if isinstance(r, zoo.recipes.TextToImageRecipe):
+            return "text-to-image"
+        return "latent" if isinstance(r, zoo.VAERecipe) or getattr(r, "vae", None) else "pixel"
     root = folder(spec)
     if (root / "model_index.json").is_file():
         name = read_json(root / "model_index.json", "model_index.json").get("_class_name")

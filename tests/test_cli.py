@@ -63,9 +63,11 @@ def test_audit_of_a_stable_diffusion_folder_with_a_lora(tiny_sd, tmp_path):
     assert m["parameters"]["lora"] == str(tiny_sd["lora"].resolve()) and m["parameters"]["captions"] == "metadata"
     attacks = {name.split(": ", 1)[1] for name in m["metrics"]}
     assert {"SimA p=4", "CLiD", "Wen et al.", "noise probe γ₁=3.5", "SimA p=4, empty prompt"} <= attacks
-    # a pixel checkpoint with --lora, or a pixel-only chapter on the SD folder: one sentence, exit 2
-    assert cli.main([*argv[:5], "--members", str(tiny_sd["members"]), "--nonmembers", str(tiny_sd["nonmembers"]),
-                     "--chapters", "02", "--out", str(tmp_path / "r2")]) == 2
+    # --lora on a pixel checkpoint: one sentence, exit 2, nothing written
+    assert cli.main(["audit", "--checkpoint", "zoo:digits-ddpm", "--lora", str(tiny_sd["lora"]), "--members",
+                     str(tiny_sd["members"]), "--nonmembers", str(tiny_sd["nonmembers"]), "--out",
+                     str(tmp_path / "r2")]) == 2
+    assert not (tmp_path / "r2").exists()
 
 
 @pytest.mark.parametrize("tiny_checkpoint", [(3, 16)], indirect=True, ids=["rgb16"])
@@ -104,7 +106,11 @@ def test_audit_skips_chapters_that_need_the_auditors_own_models(tiny_checkpoint,
     assert [s.stem for s in run] == [s.stem for s in sources if s.stem not in skipped]
     run, skipped = cli.plan(sources, checkpoint, {"base": "x", "latent_models": ["y"]})
     assert set(skipped) == {"07_text_to_image"} and len(run) == len(sources) - 1
-    assert cli.plan(sources, "zoo:digits-ddpm", {}) == (sources, {})  # the zoo defaults fit the zoo
+    # the zoo defaults fit the zoo: every pixel chapter runs on a zoo pixel model, chapter 07 on a zoo text-to-image one
+    run, skipped = cli.plan(sources, "zoo:digits-ddpm", {})
+    assert set(skipped) == {"07_text_to_image"} and len(run) == len(sources) - 1
+    run, skipped = cli.plan(sources, "zoo:digits-t2i-full", {}, kind="text-to-image")
+    assert [s.stem for s in run] == ["07_text_to_image"] and len(skipped) == len(sources) - 1
     argv = ["audit", "--checkpoint", str(tiny_checkpoint["checkpoint"]), "--members", str(tiny_checkpoint["members"]),
             "--nonmembers", str(tiny_checkpoint["nonmembers"]), "--chapters", "05,06", "--device", "cpu",
             "--out", str(tmp_path / "report")]
