@@ -287,3 +287,26 @@ def test_the_conditional_training_step_learns_captions(target, digits):
     train_ddpm(model, z, TrainConfig(steps=40, batch_size=8, lr=2e-3, warmup_steps=1, log_every=10),
                progress=False, condition=model.text(caps), uncond_prob=0.2)
     assert -loss.score(model.bind(caps), z, t=100, n_noise=4).mean() < before
+
+
+def test_the_guided_noise_probe_study_against_the_attack_called_directly(sd, target):
+    """harness.noise_probe_guidance: latent MSE at γ₁ = 1 is the registry's noise probe on the bound
+    target and base; pixel MSE is the decoded regeneration's, by hand; queries double under guidance."""
+    from mia_utils.attacks import noise_probe
+
+    sets = mu.load_membership_sets(sd["members"], sd["nonmembers"], model=target, n_eval=6)
+    study = mu.harness.noise_probe_guidance(target, target, sets, [1.0, 2.0], 1.0, 1.0, inversion_steps=3,
+                                            generation_steps=2, n_boot=0)
+    z = target.encode(sets.members_eval)
+    caps = sets.captions_of("members_eval")
+    direct = noise_probe.score(target.bind(caps), z, base=target.bind(caps), inversion_steps=3, generation_steps=2)
+    np.testing.assert_allclose(study["scores"][1.0]["latent MSE"]["members_eval"], direct, rtol=1e-6)
+    x_init = noise_probe.initial_noise(target.bind(caps), z, "semantic", target.bind(caps), 999, 3)
+    regen = noise_probe.ddim_generate(target.bind(caps, guidance=2.0), x_init, 999, 2)
+    pixels = target.codec.decode(regen)
+    by_hand = -(sets.members_eval.double() - pixels.double()).pow(2).flatten(1).mean(1).numpy()
+    np.testing.assert_allclose(study["scores"][2.0]["pixel MSE"]["members_eval"], by_hand, rtol=1e-6)
+    rows = study["rows"]
+    assert rows[1.0]["pixel MSE"]["queries_per_image"] == 3 + 2 and rows[2.0]["pixel MSE"]["queries_per_image"] == 3 + 4
+    for m in mu.harness.PROBE_METRICS:  # at the assumed guidance the transferred threshold is the re-calibrated one
+        assert rows[1.0][m]["balanced_accuracy"] == rows[1.0][m]["own_threshold_accuracy"]
