@@ -310,3 +310,31 @@ def test_the_guided_noise_probe_study_against_the_attack_called_directly(sd, tar
     assert rows[1.0]["pixel MSE"]["queries_per_image"] == 3 + 2 and rows[2.0]["pixel MSE"]["queries_per_image"] == 3 + 4
     for m in mu.harness.PROBE_METRICS:  # at the assumed guidance the transferred threshold is the re-calibrated one
         assert rows[1.0][m]["balanced_accuracy"] == rows[1.0][m]["own_threshold_accuracy"]
+
+
+def test_ddpm_and_ldm_pipeline_folders_written_by_diffusers_load(tmp_path, digits):
+    """model_index.json folders of the other supported classes: a DDPMPipeline is a pixel target,
+    an LDMPipeline (VQ first stage) a latent one whose latents are the VQ encoder's, unquantised,
+    times the VQ model's scaling factor (LDMPipeline divides by it before decoding)."""
+    from diffusers import DDIMScheduler, DDPMPipeline, LDMPipeline, UNet2DModel, VQModel
+
+    from mia_utils.zoo import small_unet_config
+
+    torch.manual_seed(0)
+    DDPMPipeline(unet=UNet2DModel(**small_unet_config(block_out_channels=(8, 16))),
+                 scheduler=mu.models.default_scheduler()).save_pretrained(tmp_path / "ddpm", safe_serialization=True)
+    pixel = pipelines.load_pipeline(tmp_path / "ddpm", device="cpu")
+    assert pixel.kind == "pixel" and pixel.codec is None and pixel.bind(n=3) is pixel.model
+    vq = VQModel(in_channels=1, out_channels=1, latent_channels=2, block_out_channels=(16, 32), layers_per_block=1,
+                 down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                 norm_num_groups=16, num_vq_embeddings=32, sample_size=8)
+    unet = UNet2DModel(**small_unet_config(sample_size=4, channels=2, block_out_channels=(8, 16)))
+    LDMPipeline(vqvae=vq, unet=unet, scheduler=DDIMScheduler()).save_pretrained(tmp_path / "ldm", safe_serialization=True)
+    latent = pipelines.load_pipeline(tmp_path / "ldm", device="cpu")
+    assert latent.kind == "latent" and latent.image_shape == (1, 8, 8) and latent.model.sample_shape == (2, 4, 4)
+    with torch.no_grad():
+        expected = vq.encode(digits[:3]).latents * vq.config.scaling_factor  # as LDMPipeline divides before decoding
+    torch.testing.assert_close(latent.encode(digits[:3]), expected, rtol=1e-5, atol=1e-6)
+    assert np.isfinite(sima.score(latent.bind(n=3), latent.encode(digits[:3]))).all()
+    with pytest.raises(ValueError, match="no posterior to sample"):
+        latent.encode(digits[:3], mode="sample")
