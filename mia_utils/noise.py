@@ -45,7 +45,7 @@ def generators(images: torch.Tensor, seed: int = 0, salt: str = "") -> list[torc
 
 
 def draw(gens: list[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:
-    """The next standard normal draw of each generator, stacked: [len(gens), *shape], float32, CPU."""
+    """The next standard normal draw of each generator, stacked: ``[len(gens), *shape]``, float32, CPU."""
     if not gens:
         return torch.zeros((0, *shape))
     return torch.stack([torch.randn(shape, generator=g) for g in gens])

@@ -3,7 +3,7 @@
 A Stable-Diffusion-shaped target has three parts: a text encoder (CLIP) that turns a caption
 into hidden states c = τ(caption) [L, D]; a VAE whose scaled posterior mean z_0 = s · μ(x)
 is what the UNet diffuses; and a ``UNet2DConditionModel`` ε̂(z_t, t, c). The attacks see it as
-a ``DiffusionModel`` on latents, **bound** to one caption per image:
+a ``DiffusionModel`` on latents, **bound** to one caption per image::
 
     view = model.bind(captions, guidance=γ)
     view.eps(z_t, t) = ε̂(z_t, t, c_i)                           (γ = 1: one query per row)

@@ -3,7 +3,7 @@
 A text-to-image model fine-tuned on (image, caption) pairs overfits the *conditional*
 distribution more than the unconditional one: on a member, the caption lowers the denoising
 loss more than it does on a non-member. With ∅ the reduced condition (the empty prompt; the
-paper also uses captions with words removed) and the same seeded ε for both terms,
+paper also uses captions with words removed) and the same seeded ε for both terms::
 
     L_c(x)  = (1/|S|K) Σ_{t∈S} Σ_k ‖ε_k − ε̂(x_t, t, c)‖²
     L_∅(x)  = (1/|S|K) Σ_{t∈S} Σ_k ‖ε_k − ε̂(x_t, t, ∅)‖²
@@ -11,7 +11,7 @@ paper also uses captions with words removed) and the same seeded ε for both ter
     score   = D(x, c) − λ · L_c(x)                     (the paper's CLiD_th; λ = 0: D alone)
 
 x is the latent z_0 the UNet diffuses. Gray box (ε̂ with and without the caption). Cost: 2
-queries per image per time step and noise draw, 2 |S| K in all.
+queries per image per time step and noise draw (2 × the number of steps × K in all).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The text-conditional noise magnitude (Wen et al., ICLR 2024), as a membership score.
 
-Wen et al. detect memorised prompts by how strongly the caption steers the noise prediction:
+Wen et al. detect memorised prompts by how strongly the caption steers the noise prediction::
 
     d(x, c) = (1/|S|K) Σ_{t∈S} Σ_k ‖ε̂(x_t, t, c) − ε̂(x_t, t, ∅)‖₂,
     x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε_k,
@@ -8,7 +8,7 @@ Wen et al. detect memorised prompts by how strongly the caption steers the noise
 large on memorised (image, caption) pairs. Their detector runs it on the first steps of a
 generation from pure noise (prompt only); with the image in hand we run it on the image's own
 noised latents at steps S (larger = member). Gray box. Cost: 2 queries per image per time step
-and noise draw, 2 |S| K in all.
+and noise draw (2 × the number of steps × K in all).
 """
 
 from __future__ import annotations
