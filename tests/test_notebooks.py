@@ -138,3 +138,11 @@ def test_run_book_runs_chapters_side_by_side_then_the_summary(tmp_path, monkeypa
     (root / "notebooks" / "03_fail.md").write_text("x")
     with pytest.raises(RuntimeError, match="chapter failed"):
         mu.nbrun.run_book(root, build=False, jobs=2)
+
+
+def test_every_chapter_is_in_the_table_of_contents():
+    import yaml
+
+    toc = yaml.safe_load((mu.nbrun.ROOT / "_toc.yml").read_text())
+    listed = [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    assert [f"notebooks/{p.stem}" for p in mu.nbrun.chapters()] == [f for f in listed if f.startswith("notebooks/")]
