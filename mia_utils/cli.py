@@ -61,7 +61,6 @@ def validate(checkpoint: str, members: str, nonmembers: str, device: str = "auto
         data.check_no_leakage(suspect=images, nonmembers=sets.nonmembers())
         description += f"; {len(images)} suspect images"
     checks = evidence.provenance(sets, n_boot=200)
-    checks["kind"] = target.kind
     if target.conditional:
         checks["captions"] = ("from metadata.jsonl (or the zoo split)" if sets.captions is not None else
                               "none: every image gets the empty prompt (no metadata.jsonl in the folders)")

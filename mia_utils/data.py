@@ -279,23 +279,21 @@ class Split:
     indices: dict[str, list[int]]
     hashes: dict[str, list[str]] = field(default_factory=dict)
 
-    def images(self, name: str, data: torch.Tensor | None = None) -> torch.Tensor:
-        """The images of one part (``members``, ``nonmembers`` or a name of SPLIT_NAMES)."""
-        data = load_dataset(self.dataset) if data is None else data
+    def index(self, name: str) -> list[int]:
+        """The data set indices of one part (``members``, ``nonmembers`` or a name of SPLIT_NAMES)."""
         if name in ("members", "nonmembers"):
-            idx = self.indices[f"{name}_cal"] + self.indices[f"{name}_eval"]
-        else:
-            idx = self.indices[name]
-        return data[idx]
+            return self.indices[f"{name}_cal"] + self.indices[f"{name}_eval"]
+        return self.indices[name]
+
+    def images(self, name: str, data: torch.Tensor | None = None) -> torch.Tensor:
+        """The images of one part, in ``index``'s order."""
+        data = load_dataset(self.dataset) if data is None else data
+        return data[self.index(name)]
 
     def captions(self, name: str) -> list[str]:
         """The captions of one part, in ``images``' order (``dataset_captions``)."""
         caps = dataset_captions(self.dataset)
-        if name in ("members", "nonmembers"):
-            idx = self.indices[f"{name}_cal"] + self.indices[f"{name}_eval"]
-        else:
-            idx = self.indices[name]
-        return [caps[i] for i in idx]
+        return [caps[i] for i in self.index(name)]
 
     def to_manifest(self) -> dict:
         return {"dataset": self.dataset, "seed": self.seed, "indices": self.indices, "sha256": self.hashes}

@@ -57,10 +57,6 @@ class PartViews:
         self.views = {p: target.bind(sets.captions_of(p) if captions else None, n=len(x), guidance=guidance)
                       for p, x in parts.items()}
 
-    def with_guidance(self, target, sets: MembershipSets, guidance: float, captions: bool = True) -> PartViews:
-        """The same latents, bound at another guidance."""
-        return PartViews(target, sets, captions, guidance, latents=self.inputs)
-
 
 def _models(model, hyper: dict) -> list[DiffusionModel]:
     """Every model an attack call queries: the target and any model among its hyper-parameters."""

@@ -108,9 +108,14 @@ class LatentCodec:
         self.decoder_queries = 0
 
     @property
+    def downsampling(self) -> int:
+        """How many pixels a latent spans per side: each encoder block but the last halves the side."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
     def latent_shape(self) -> tuple[int, int, int]:
         c = self.vae.config
-        side = c.sample_size // 2 ** (len(c.block_out_channels) - 1)
+        side = c.sample_size // self.downsampling
         return (c.latent_channels, side, side)
 
     @torch.no_grad()

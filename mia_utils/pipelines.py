@@ -49,10 +49,9 @@ class Target:
         """[C, H, W] of the images the target takes (through its VAE for a latent model)."""
         if self.codec is None:
             return self.model.sample_shape
-        c = self.codec.vae.config
-        c_lat, h, w = self.model.sample_shape
-        factor = 2 ** (len(c.block_out_channels) - 1)
-        return (c.in_channels, h * factor, w * factor)
+        _, h, w = self.model.sample_shape
+        factor = self.codec.downsampling
+        return (self.codec.vae.config.in_channels, h * factor, w * factor)
 
     def encode(self, images: torch.Tensor, mode: str = "mean", seed: int = 0) -> torch.Tensor:
         """What the UNet diffuses: z_0 = s · μ(x) (``mode="sample"``: s · (μ + σ n), n seeded by the
