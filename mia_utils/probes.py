@@ -99,6 +99,24 @@ def multiclass(x_dev: np.ndarray, y_dev: Sequence, x_eval: np.ndarray, y_eval: S
     return out, probe
 
 
+def read_recalls(probe_row: dict, blind_row: dict, pair: Sequence[str] = ()) -> dict:
+    """What a reader compares in two ``multiclass`` rows of the same classes (a probe and its
+    model-blind baseline): the class the blind probe recalls best, the class whose recall the
+    probe raises most (with both recalls) and, for a ``pair`` of classes (a, b), the probe's
+    confusions between them: images of a called b, of b called a, and how many of a there are
+    (all None when either class is missing)."""
+    recall, base = probe_row["recall"], blind_row["recall"]
+    top = max(base, key=base.get)
+    gain = max(recall, key=lambda c: recall[c] - base[c])
+    out = {"blind_top": top, "blind_top_recall": base[top], "gain_class": gain,
+           "gain_from": base[gain], "gain_to": recall[gain], "a_as_b": None, "b_as_a": None, "n_a": None}
+    if len(pair) == 2 and all(c in probe_row["classes"] for c in pair):
+        i, j = (probe_row["classes"].index(c) for c in pair)
+        cm = probe_row["confusion"]
+        out.update(a_as_b=cm[i][j], b_as_a=cm[j][i], n_a=sum(cm[i]))
+    return out
+
+
 # ---------------------------------------------------------------------- groups of images
 def dev_eval(sets, n_dev: int) -> dict:
     """The two groups of a ``MembershipSets`` as (development, evaluation) pairs: the first

@@ -17,19 +17,19 @@ from .test_notebooks import TINY
 @pytest.mark.slow
 @pytest.mark.parametrize("tiny_checkpoint", [(3, 16)], indirect=True, ids=["rgb16"])
 def test_audit_writes_the_report(tiny_checkpoint, tmp_path):
-    params = {**TINY["00_victims"], **TINY["02_sima"], **{k: v for k, v in TINY["08_evidence"].items() if k != "suspect"}}
+    params = {**TINY["02_sima"], **{k: v for k, v in TINY["08_evidence"].items() if k != "suspect"}}
     argv = ["audit", "--checkpoint", str(tiny_checkpoint["checkpoint"]), "--members", str(tiny_checkpoint["members"]),
-            "--nonmembers", str(tiny_checkpoint["nonmembers"]), "--chapters", "00,02,08", "--device", "cpu",
+            "--nonmembers", str(tiny_checkpoint["nonmembers"]), "--chapters", "02,08", "--device", "cpu",
             "--n-eval", "8", "--out", str(tmp_path / "report"), "--suspect", str(tiny_checkpoint["members"])]
     for k, v in params.items():
         argv += ["-p", k, json.dumps(v)]
     assert cli.main(argv) == 0
     report = tmp_path / "report"
-    assert (report / "00_victims.ipynb").is_file() and (report / "02_sima.ipynb").is_file()
-    assert not (report / "01_theory.ipynb").exists()
+    assert (report / "02_sima.ipynb").is_file() and (report / "08_evidence.ipynb").is_file()
+    assert not (report / "00_victims.ipynb").exists() and not (report / "01_theory.ipynb").exists()
     summary = json.loads((report / "summary.json").read_text())
     chapters = {row["chapter"] for row in summary["rows"]}
-    assert chapters == {"00_victims", "02_sima", "08_evidence"}
+    assert chapters == {"02_sima", "08_evidence"}
     # the guardrails come first; the suspect folder (here: the members) is tested in chapter 08
     assert summary["provenance"][0].startswith("model-blind baseline") and "0 identical images" in summary["provenance"][1]
     evidence = json.loads((report / "results" / "08_evidence" / "metrics.json").read_text())

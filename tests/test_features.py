@@ -104,6 +104,27 @@ def test_multiclass_probe_recovers_separable_classes():
     assert mu.metrics.auc(scores[y[ev] == "b"], scores[y[ev] != "b"]) > 0.95
 
 
+def test_read_recalls_against_predictions_counted_by_hand():
+    """The reading of chapter 04's attribution table, checked against labels and predictions
+    counted in a loop (not the confusion matrix the function reads)."""
+    classes = ["a", "b", "c"]
+    truth = ["a"] * 10 + ["b"] * 8 + ["c"] * 6
+    probe_pred = ["a"] * 7 + ["b"] * 3 + ["b"] * 6 + ["a"] * 2 + ["c"] * 6
+    blind_pred = ["a"] * 9 + ["c"] + ["b"] * 2 + ["c"] * 6 + ["c"] * 4 + ["a"] * 2
+
+    def row(pred):
+        cm = [[sum(t == ci and p == cj for t, p in zip(truth, pred)) for cj in classes] for ci in classes]
+        recall = {c: sum(t == c and p == c for t, p in zip(truth, pred)) / truth.count(c) for c in classes}
+        return {"classes": classes, "confusion": cm, "recall": recall}
+
+    out = mu.probes.read_recalls(row(probe_pred), row(blind_pred), pair=("a", "b"))
+    # blind recalls: a 0.9, b 0.25, c 0.67; the probe's: a 0.7, b 0.75, c 1.0 -> b gains most (+0.5)
+    assert out["blind_top"] == "a" and out["blind_top_recall"] == pytest.approx(0.9)
+    assert out["gain_class"] == "b" and (out["gain_from"], out["gain_to"]) == pytest.approx((0.25, 0.75))
+    assert (out["a_as_b"], out["b_as_a"], out["n_a"]) == (3, 2, 10)
+    assert mu.probes.read_recalls(row(probe_pred), row(blind_pred), pair=("a", "z"))["a_as_b"] is None
+
+
 @pytest.mark.parametrize("kind", mu.data.SHIFTS)
 def test_distribution_shifts_keep_shape_and_range(digits, kind):
     x = digits[:10]

@@ -279,19 +279,21 @@ def build_all(names: list[str] | None = None, jobs: int = 2, device: str = "auto
 
 
 def estimated_seconds(name: str) -> float:
-    """A rough training time on one thread of the 2-core CI machine, for the announcement only:
-    optimiser steps x (a fixed cost + a cost per pixel of the batch), both fitted to measured
-    zoo trainings (``python benchmarks/bench_book.py`` prints the measured ones)."""
+    """A rough training time on one thread of the 2-core CI machine, for the announcement and the
+    longest-first order only: optimiser steps x (a fixed cost + a cost per pixel of the batch),
+    both fitted to the zoo trainings of a cold run, two side by side (2026-12-02: within 15 % for the
+    pixel UNets and the β-VAEs; the same recipes have run up to 1.7x slower on a busier machine).
+    ``python benchmarks/bench_book.py`` prints the measured times beside these."""
     recipe = get_recipe(name)
     if isinstance(recipe, TextToImageRecipe):
-        # measured on 1 thread: the base's VAE 0.08 s a step; the conditional UNet on 4x4x4 latents
-        # 0.15 s a step at batch 64, 0.10 at batch 32 (a LoRA step 15 % less: no weight gradients)
-        first = recipe.vae_train.steps * 0.08 if recipe.init is None else 0.0
-        step = (0.05 + 0.0016 * recipe.train.batch_size) * (1 if recipe.lora_rank is None else 0.85)
+        # the base's VAE about 0.05 s a step; the conditional UNet on 4x4x4 latents 0.10 s a step at
+        # batch 64, 0.065 at batch 32 (a LoRA step 15 % less: no weight gradients)
+        first = recipe.vae_train.steps * 0.05 if recipe.init is None else 0.0
+        step = (0.03 + 0.0011 * recipe.train.batch_size) * (1 if recipe.lora_rank is None else 0.85)
         return first + recipe.train.steps * step
     config = recipe.vae if isinstance(recipe, VAERecipe) else recipe.unet
     work = recipe.train.batch_size * config["sample_size"] ** 2 * config["in_channels"] * config["block_out_channels"][0]
     attention = 1.3 if any("Attn" in b for b in config["down_block_types"]) else 1.0
-    # measured on 1 thread: 8x8 digits UNet at batch 64, 0.128 s a step; 16x16 Fashion UNet 0.204 s;
-    # a 16x16 β-VAE (widths 32, 64, 64) 0.375 s: about 0.05 s + 6e-7 s per (image x pixel x first width)
-    return recipe.train.steps * (0.05 + 6e-7 * work) * attention
+    # measured: the 8x8 digits UNet at batch 64, 0.098 s a step; the 16x16 Fashion UNet at batch 32,
+    # 0.086 s; the digits β-VAE 0.10 s: about 0.035 s + 4.5e-7 s per (image x pixel x first width)
+    return recipe.train.steps * (0.035 + 4.5e-7 * work) * attention
