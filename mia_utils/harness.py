@@ -421,8 +421,9 @@ def table(results: Mapping[str, dict], setting: bool = True, oracle: bool = Fals
         rec.update(_row_cells(row))
         if setting:
             rec["setting"] = str(row.get("setting", ""))
-        if oracle and "oracle" in res:
-            rec["oracle: setting, AUC"] = f"{res['oracle'].get('setting', '')}, {res['oracle']['auc']:.3f}"
+        if oracle:  # empty for a row without one (a probe trained on calibration has no oracle t)
+            rec["oracle: setting, AUC"] = (f"{res['oracle'].get('setting', '')}, {res['oracle']['auc']:.3f}"
+                                           if "oracle" in res else "")
         for column, key in (extra or {}).items():
             value = row.get(key, "")
             rec[column] = f"{value:.3g}" if isinstance(value, float) else str(value)
@@ -434,8 +435,50 @@ def table(results: Mapping[str, dict], setting: bool = True, oracle: bool = Fals
 
 
 def show(results: Mapping[str, dict], **kwargs):
-    """``table`` styled for a notebook (no index), ready to ``display``."""
-    return table(results, **kwargs).style.hide(axis="index")
+    """``table`` for a notebook, ready to ``display``: as ``stacked`` shows it (no index)."""
+    return stacked(table(results, **kwargs))
+
+
+# The numbers of the results table; the other columns say how each row was obtained.
+NUMBER_COLUMNS = tuple(COLUMNS[k] for k in ("auc", "p", "tpr", "tpr01"))
+
+
+class Stacked:
+    """Tables shown one under the other in a notebook (HTML), each without its index; plain text
+    elsewhere. ``parts``: the DataFrames; ``numbers``: their columns of figures, never wrapped."""
+
+    def __init__(self, parts, numbers=NUMBER_COLUMNS):
+        self.parts, self.numbers = list(parts), tuple(numbers)
+
+    def _repr_html_(self) -> str:
+        html = []
+        for part in self.parts:  # numbers stay on one line (book.css); words (settings, names) may wrap
+            words = [c for c in part.columns if c not in COLUMNS.values() and c not in self.numbers]
+            style = part.style.hide(axis="index").set_properties(subset=words, **{"white-space": "normal"})
+            html.append(style.to_html())
+        return "".join(html)
+
+    def __repr__(self) -> str:
+        return "\n\n".join(part.to_string(index=False) for part in self.parts)
+
+
+def stacked(frame, key: str = "attack", numbers: Iterable[str] = NUMBER_COLUMNS) -> Stacked:
+    """A results table (``table``'s columns) as two tables that each fit the book's page: the
+    numbers (``NUMBER_COLUMNS``), then how each row was obtained (calibrated transfer, access,
+    queries, seconds, setting and any other column), both led by the columns up to ``key``.
+
+    Our own because no library splits a table by width: in one table the 10 to 13 columns were
+    850 to 1,370 px wide, the page's text 757, and every chapter's costs sat off-screen.
+    """
+    numbers = tuple(numbers)
+    if key not in frame.columns:
+        return Stacked([frame], numbers)
+    lead = list(frame.columns[: frame.columns.get_loc(key) + 1])
+    figures = [c for c in frame.columns if c in numbers]
+    rest = [c for c in frame.columns if c not in lead and c not in figures]
+    if not figures or not rest:
+        return Stacked([frame], numbers)
+    return Stacked([frame[lead + figures], frame[lead + rest]], numbers)
 
 
 def metrics_rows(results: Mapping[str, dict]) -> dict[str, dict]:
@@ -448,12 +491,14 @@ def multiclass_table(rows: Mapping[str, dict]):
     CI, each class's recall, and the cost, one row per probe (``probes.multiclass`` rows)."""
     import pandas as pd
 
-    return pd.DataFrame.from_records([{
+    frame = pd.DataFrame.from_records([{
         "probe": name, "balanced accuracy [95 % CI]": format_ci(r, "balanced_accuracy"),
         **{f"recall: {c}": f"{v:.2f}" for c, v in r["recall"].items()},
         "access": r.get("access", ""), "forward queries": f"{r['queries_per_image']:g}",
         "backward passes": f"{r['backward_per_image']:g}",
-    } for name, r in rows.items()]).style.hide(axis="index")
+    } for name, r in rows.items()])
+    figures = [c for c in frame.columns if c.startswith(("balanced accuracy", "recall: "))]
+    return stacked(frame, key="probe", numbers=figures)
 
 
 PROBE_METRICS = ("pixel MSE", "pixel SSIM", "latent MSE")

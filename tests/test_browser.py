@@ -115,3 +115,20 @@ def test_chapter_02_widget_renders_offline_beside_its_static_figure(server, brow
     assert static >= 4, "the static figures are missing"
     assert errors == [] and failed == [], (errors, failed)
     pg.close()
+
+
+def test_every_table_fits_its_page(server, browser):
+    """At a laptop's 1366 px every table of the book fits the text column: no number sits in a
+    scroll area off-screen (harness.stacked splits the results tables; book.css wraps words)."""
+    pg = browser.new_page(viewport={"width": 1366, "height": 900})
+    wide = {}
+    for page in pages():
+        pg.goto(f"{server}/{page}", wait_until="load")
+        pg.wait_for_load_state("networkidle")  # index.html redirects to the introduction
+        found = pg.evaluate("""() => [...document.querySelectorAll('div.cell_output table')]
+            .filter(t => t.scrollWidth > t.clientWidth + 1)
+            .map(t => `${t.scrollWidth} px > ${t.clientWidth}: ${t.querySelector('th, td')?.innerText ?? ''}`)""")
+        if found:
+            wide[page] = found
+    pg.close()
+    assert wide == {}, f"tables wider than the page: {wide}"

@@ -164,6 +164,26 @@ def test_table_puts_numbers_first_and_names_access(tiny_model, digits):
     assert same.loc[0, "AUC [95 % CI]"] == table.loc[0, "AUC [95 % CI]"]
 
 
+def test_stacked_shows_the_numbers_then_how_they_were_obtained(tiny_model, digits):
+    res = mu.harness.evaluate("sima", tiny_model, _sets(digits), [1, 2], n_boot=20)
+    table = mu.harness.table({"SimA": res, "loss": res}, oracle=True, group="chapter")
+    numbers, rest = mu.harness.stacked(table).parts
+    assert list(numbers.columns) == ["chapter", "attack", "AUC [95 % CI]", "p", "TPR@1%FPR (%)", "TPR@0.1%FPR (%)"]
+    assert list(rest.columns[:2]) == ["chapter", "attack"] and "access" in rest and "oracle: setting, AUC" in rest
+    # every column once (the lead twice), every row in both, in the table's order
+    assert set(numbers.columns) | set(rest.columns) == set(table.columns)
+    assert len(numbers.columns) + len(rest.columns) == len(table.columns) + 2
+    assert list(numbers["attack"]) == list(rest["attack"]) == ["SimA", "loss"]
+    html = mu.harness.stacked(table)._repr_html_()
+    assert html.count("<table") == 2 and html.index("AUC [95 % CI]") < html.index("access")
+    # a row without an oracle (a probe trained on calibration) shows an empty cell, not NaN
+    mixed = mu.harness.table({"SimA": res, "GSA": res["honest"]}, oracle=True)
+    assert list(mixed["oracle: setting, AUC"])[1] == ""
+    # a table without the key or without one of the two kinds of column stays whole
+    assert len(mu.harness.stacked(table[["attack", "AUC [95 % CI]"]]).parts) == 1
+    assert len(mu.harness.stacked(table.drop(columns="attack")).parts) == 1
+
+
 @pytest.mark.parametrize("noise", ["random", "closed_form"])
 def test_noise_probe_seeded_noises_belong_to_the_image(noise, tiny_model, digits):
     x, perm = digits[:5], torch.tensor([4, 2, 0, 3, 1])
