@@ -146,7 +146,7 @@ for _n in (500,):
 # Chapter 04's other generators are models the zoo trains anyway: digits-ddpm-m500 above (the same
 # architecture and seed on a superset of digits-ddpm's members) and the β = 1 VAE of chapter 05. A
 # model of its own (another architecture and seed on the same members, 2,500 steps) cost the cold
-# zoo about 8 core-minutes of the 60-minute CI budget (issue 14).
+# zoo 4 core-minutes on the 2026-12-02 machine, 8 on the slower one of the third session (issue 14).
 
 
 # Chapter 06: a base model pre-trained on public digits, fine-tuned on a small private set.
