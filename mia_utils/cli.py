@@ -30,8 +30,10 @@ import time
 from pathlib import Path
 
 from . import data, evidence, nbrun, scoring, specs
-from .data import DataError
-from .models import PRECISIONS, CheckpointError, check_device
+from .checks import positive_int
+from .errors import CheckpointError, DataError
+from .io import write_text_atomic
+from .models import PRECISIONS, check_device
 from .zoo import ZooError
 
 # parameters the audit sets itself from its own options: -p may not override them
@@ -189,8 +191,7 @@ def audit(checkpoint: str, members: str, nonmembers: str, out: str | Path = "aud
     """
     out = Path(out).resolve()
     parameters = parameters or {}
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"--batch-size {batch_size}: give a whole number >= 1.")
+    positive_int("--batch-size", batch_size)
     sources = choose_chapters(chapters)
     check_parameters(sources, parameters)
     kind = specs.kind_of(checkpoint)
@@ -226,9 +227,9 @@ def audit(checkpoint: str, members: str, nonmembers: str, out: str | Path = "aud
         times[src.stem] = round(time.perf_counter() - t0, 1)
         print(f"[audit] {src.stem}: {times[src.stem]} s", flush=True)
     table = nbrun.summary_table(out / "results")
-    scoring.write_text_atomic(out / "summary.html", _html(table, checkpoint, members, nonmembers, times, skipped,
+    write_text_atomic(out / "summary.html", _html(table, checkpoint, members, nonmembers, times, skipped,
                                               _provenance_lines(checks)))
-    scoring.write_text_atomic(out / "summary.json", json.dumps({"checkpoint": str(checkpoint), "members": str(members),
+    write_text_atomic(out / "summary.json", json.dumps({"checkpoint": str(checkpoint), "members": str(members),
                                                     "nonmembers": str(nonmembers), "suspect": suspect,
                                                     "seconds": times, "skipped": skipped,
                                                     "provenance": _provenance_lines(checks),
@@ -274,13 +275,8 @@ given members and non-members and reported on the rest, with 95 % bootstrap inte
 
 
 def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 1")
-    return value
+    value = int(text) if text.strip().lstrip("+-").isdigit() else text
+    return positive_int("value", value, argparse.ArgumentTypeError)
 
 
 def _launch(argv: list[str], processes: int) -> int:

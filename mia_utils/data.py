@@ -9,7 +9,6 @@ Debian's ``dataset-fashion-mnist`` (installed by ``make data``).
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checks import positive_int
+from .errors import DataError
+from .noise import content_hashes
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SPLIT_NAMES = ("members_cal", "members_eval", "nonmembers_cal", "nonmembers_eval", "public")
-
-
-class DataError(ValueError):
-    """Bad input data; the message says what was wrong and how to fix it."""
 
 
 # --------------------------------------------------------------------------- the default
@@ -164,12 +163,7 @@ def image_hashes(images: torch.Tensor) -> list[str]:
     Hashing the decoded, quantised pixels (not the file bytes) catches the same image saved
     twice under different names or encodings.
     """
-    out = []
-    for img in to_uint8(images):
-        h = hashlib.sha256(str(img.shape).encode())
-        h.update(np.ascontiguousarray(img).tobytes())
-        out.append(h.hexdigest())
-    return out
+    return content_hashes(to_uint8(images))
 
 
 def _named(images) -> tuple[torch.Tensor, list[str]]:
@@ -602,8 +596,8 @@ def load_membership_sets(members, nonmembers, model=None, n_eval: int | None = N
     ``model``, image size and channels are checked against it (or converted with ``resize``).
     No image may be in both sets, exactly or as a near-duplicate (``near_duplicates``).
     """
-    if n_eval is not None and (isinstance(n_eval, bool) or not isinstance(n_eval, int) or n_eval < 1):
-        raise DataError(f"n_eval={n_eval!r}: give a whole number >= 1 of evaluation images per side (or None for all).")
+    if n_eval is not None:
+        positive_int("n_eval", n_eval, DataError, " of evaluation images per side (or None for all)")
     if not 0 < calibration_fraction < 1:
         raise DataError(f"calibration_fraction={calibration_fraction!r} must lie strictly between 0 and 1.")
     shape = None if model is None else getattr(model, "image_shape", None) or model.sample_shape

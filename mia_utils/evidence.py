@@ -117,7 +117,7 @@ def _size(scores: dict[str, np.ndarray]) -> int:
 
 
 def _scores(x, label: str) -> np.ndarray:
-    x = metrics._finite(x, f"{label} scores")
+    x = metrics.finite(x, f"{label} scores")
     if len(x) < 1:
         raise ValueError(f"The {label} set is empty: a set test needs at least one score on each side.")
     return x

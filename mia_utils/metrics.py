@@ -64,13 +64,15 @@ def auc_p_value(members, nonmembers) -> float:
     return float(mannwhitneyu(s[y == 1], s[y == 0], alternative="greater", method="auto").pvalue)
 
 
-def _check_fpr(fpr: float) -> float:
+def check_fpr(fpr: float) -> float:
+    """``fpr`` as a float, or a ValueError when it is not a rate in [0, 1]."""
     if not 0 <= fpr <= 1:
         raise ValueError(f"fpr={fpr} must lie in [0, 1] (a rate, not a percentage).")
     return float(fpr)
 
 
-def _finite(scores, what: str = "scores") -> np.ndarray:
+def finite(scores, what: str = "scores") -> np.ndarray:
+    """``scores`` as a flat float64 array, or a ValueError naming ``what`` when one is NaN or inf."""
     s = np.asarray(scores, dtype=np.float64).ravel()
     if not np.isfinite(s).all():
         raise ValueError(f"The {what} contain NaN or inf: check the attack's inputs.")
@@ -79,7 +81,7 @@ def _finite(scores, what: str = "scores") -> np.ndarray:
 
 def tpr_at_fpr(members, nonmembers, fpr: float = 0.01) -> float:
     """TPR at exactly ``fpr``, interpolated linearly on the ROC curve (module docstring)."""
-    _check_fpr(fpr)
+    check_fpr(fpr)
     f, t = _upper_envelope(*roc(members, nonmembers)[:2])
     return float(np.interp(fpr, f, t))
 
@@ -106,7 +108,7 @@ def point_metrics(members, nonmembers) -> dict[str, float]:
 def bootstrap_ci(members, nonmembers, n_boot: int = 1000, level: float = 0.95,
                  seed: int = 0) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap intervals of every point metric (members, non-members resampled apart)."""
-    m, n = _finite(members), _finite(nonmembers)
+    m, n = finite(members), finite(nonmembers)
     if len(m) < 2 or len(n) < 2:
         raise ValueError(f"A bootstrap interval needs at least 2 members and 2 non-members; got {len(m)} and "
                          f"{len(n)} (every resample of one image is that image: the interval would be a point).")
@@ -190,8 +192,8 @@ def threshold_at_fpr(nonmember_scores, fpr: float = 0.01) -> float:
     Calling "member" when score > τ then has a false-positive rate of at most ``fpr`` on
     these (calibration) non-members.
     """
-    _check_fpr(fpr)
-    s = np.sort(_finite(nonmember_scores, "calibration non-member scores"))
+    check_fpr(fpr)
+    s = np.sort(finite(nonmember_scores, "calibration non-member scores"))
     if len(s) == 0:
         raise ValueError("No calibration non-member scores: a threshold needs at least one.")
     k = int(np.floor(fpr * len(s)))  # at most k non-members may lie above τ
@@ -205,8 +207,8 @@ def calibrated(cal_members, cal_nonmembers, eval_members, eval_nonmembers, fpr: 
     ``cal_members`` is accepted for symmetry (and a check of direction): only non-members set τ.
     """
     tau = threshold_at_fpr(cal_nonmembers, fpr)
-    em, en = _finite(eval_members, "evaluation scores"), _finite(eval_nonmembers, "evaluation scores")
-    _finite(cal_members, "calibration member scores")
+    em, en = finite(eval_members, "evaluation scores"), finite(eval_nonmembers, "evaluation scores")
+    finite(cal_members, "calibration member scores")
     return {"threshold": tau, "target_fpr": fpr, "fpr": float(np.mean(en > tau)), "tpr": float(np.mean(em > tau)),
             "cal_tpr": float(np.mean(np.asarray(cal_members) > tau))}
 

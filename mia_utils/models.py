@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import json
 import warnings
 from pathlib import Path
 
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
+from .checks import positive_int
+from .errors import CheckpointError
+from .io import read_json, refuse_pickles
+
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
-PICKLE_WEIGHTS = ("diffusion_pytorch_model.bin", "pytorch_model.bin", "model.pt", "model.pth", "model.ckpt")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded; the message names the fix."""
 
 
 # The precisions a forward pass may run at. fp32 is exact IEEE float32 (TF32 switched off for
@@ -353,18 +351,6 @@ class DiffusionModel:
 
 
 # ---------------------------------------------------------------------- loading
-def read_json(path: Path, what: str = "config") -> dict:
-    """A JSON object from ``path``; a CheckpointError naming the file when it is not one."""
-    try:
-        value = json.loads(Path(path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{str(path)!r} is not valid JSON ({err}): re-save the {what}.") from None
-    if not isinstance(value, dict):
-        raise CheckpointError(f"{str(path)!r} holds a JSON {type(value).__name__}, not the object a {what} is: "
-                              "re-save it with save_pretrained.")
-    return value
-
-
 def _find_unet_dir(root: Path) -> Path:
     if (root / "unet" / "config.json").is_file():
         return root / "unet"
@@ -388,16 +374,10 @@ def _load_scheduler(root: Path, unet_dir: Path) -> DDPMScheduler:
     return default_scheduler()
 
 
-def refuse_pickles(folder: Path) -> None:
-    """A CheckpointError when ``folder`` holds weights only as a pickle (never unpickled here)."""
-    pickled = [p.name for p in folder.iterdir() if p.name in PICKLE_WEIGHTS or p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
-    if pickled:
-        raise CheckpointError(
-            f"{str(folder)!r} holds weights only as a pickle ({', '.join(pickled)}), which we do not load "
-            "(unpickling runs code). Only if you trust the file, convert it once in Python: "
-            "UNet2DModel.from_pretrained(folder, use_safetensors=False).save_pretrained(folder, "
-            "safe_serialization=True)."
-        )
+# How to convert a pickled UNet, for the one who trusts the file.
+UNET_PICKLE_FIX = ("Only if you trust the file, convert it once in Python: "
+                   "UNet2DModel.from_pretrained(folder, use_safetensors=False).save_pretrained(folder, "
+                   "safe_serialization=True).")
 
 
 def _load_unet(unet_dir: Path) -> UNet2DModel:
@@ -406,7 +386,7 @@ def _load_unet(unet_dir: Path) -> UNet2DModel:
 
     weights = unet_dir / WEIGHTS_NAME
     if not weights.is_file():
-        refuse_pickles(unet_dir)
+        refuse_pickles(unet_dir, UNET_PICKLE_FIX, recursive=False)
         raise CheckpointError(f"{str(unet_dir)!r} has no {WEIGHTS_NAME}: save the UNet with save_pretrained.")
     config = read_json(unet_dir / "config.json", "UNet config")
     if config.get("_class_name", "UNet2DModel") != "UNet2DModel":
@@ -453,8 +433,7 @@ def load_model(source: str | Path, device: str | torch.device = "auto",
             f"Checkpoint folder {str(root)!r} {what}: pass a local diffusers folder or a zoo: name "
             "(nothing is downloaded)."
         )
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise CheckpointError(f"batch_size={batch_size!r}: give a whole number >= 1 of images per forward pass.")
+    positive_int("batch_size", batch_size, CheckpointError, " of images per forward pass")
     unet_dir = _find_unet_dir(root)
     unet = _load_unet(unet_dir)
     scheduler = _load_scheduler(root, unet_dir)

@@ -19,13 +19,15 @@ from pathlib import Path
 
 import torch
 
+from .errors import CheckpointError
+from .io import read_json, refuse_pickles
 from .latent import LatentCodec
-from .models import CheckpointError, DiffusionModel, load_model, read_json, resolve_device
+from .models import DiffusionModel, load_model, resolve_device
 
 # pipeline class (model_index.json's _class_name) -> the kind of target it is
 SUPPORTED = {"DDPMPipeline": "pixel", "DDIMPipeline": "pixel", "LDMPipeline": "latent",
              "StableDiffusionPipeline": "text-to-image"}
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+PIPELINE_PICKLE_FIX = "Re-save the pipeline with save_pretrained(folder, safe_serialization=True)."
 
 
 @dataclass
@@ -112,14 +114,6 @@ def _quiet():
         tlog.set_verbosity(levels[1])
 
 
-def _refuse_pickles(folder: Path) -> None:
-    pickled = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.suffix in PICKLE_SUFFIXES)
-    if pickled:
-        raise CheckpointError(f"{str(folder)!r} holds pickled weights ({', '.join(pickled[:3])}), which we do not "
-                              "load (unpickling runs code). Re-save the pipeline with "
-                              "save_pretrained(folder, safe_serialization=True).")
-
-
 def _check_components(folder: Path, index: dict) -> None:
     for name, spec in index.items():
         if name.startswith("_") or not isinstance(spec, list) or spec[0] is None:
@@ -132,7 +126,7 @@ def _check_components(folder: Path, index: dict) -> None:
 def _load_lora(pipeline, lora: Path) -> None:
     if not lora.is_dir():
         raise CheckpointError(f"LoRA folder {str(lora)!r} does not exist.")
-    _refuse_pickles(lora)
+    refuse_pickles(lora, PIPELINE_PICKLE_FIX)
     files = sorted(lora.glob("*.safetensors"))
     if len(files) != 1:
         raise CheckpointError(f"LoRA folder {str(lora)!r} holds {len(files)} .safetensors files; one is needed "
@@ -171,7 +165,7 @@ def load_pipeline(source: str | Path, lora: str | Path | None = None, device: st
         raise CheckpointError(f"{str(folder)!r} holds a {name}, which we do not audit; supported pipelines: "
                               f"{', '.join(SUPPORTED)}.")
     _check_components(folder, index)
-    _refuse_pickles(folder)
+    refuse_pickles(folder, PIPELINE_PICKLE_FIX)
     kind = SUPPORTED[name]
     if kind == "pixel":
         if lora is not None:

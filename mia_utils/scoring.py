@@ -47,8 +47,10 @@ import torch
 from . import attacks as _attacks
 from . import data, features, metrics, specs
 from .attacks import gsa
-from .data import DataError
-from .models import CheckpointError, DiffusionModel, check_device, resolve_device
+from .checks import positive_int
+from .errors import CheckpointError, DataError
+from .io import write_frame_atomic, write_json_atomic
+from .models import DiffusionModel, check_device, resolve_device
 from .noise import content_hashes
 
 FORMAT = 1  # bump when a row's meaning changes: shards of another format are not mixed in
@@ -246,9 +248,7 @@ def prepare(checkpoint: str, attack: str, parameters: dict | None = None, images
         raise ValueError(f"{att.name} has no parameter {', '.join(map(repr, unknown))}; its parameters are "
                          f"{', '.join(sorted(parameters_of(attack)))}.")
     hyper = att.check_hyper(parameters)
-    for name, value in (("batch_size", batch_size), ("shard_size", shard_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} {value!r}: give a whole number >= 1.")
+    positive_int("--batch-size", batch_size), positive_int("--shard-size", shard_size)
     model = specs.load_model(checkpoint, device=device, batch_size=batch_size, dtype=dtype)
     call = {k: v for k, v in hyper.items() if k not in OWN}
     sig = att.defaults
@@ -276,25 +276,6 @@ def prepare(checkpoint: str, attack: str, parameters: dict | None = None, images
 
 
 # ---------------------------------------------------------------------- files
-def _write_atomic(df: pd.DataFrame, path: Path) -> None:
-    """Write ``df`` (parquet or CSV, by the suffix) to a temporary name, then rename: a file that
-    exists under ``path`` is complete."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    if path.suffix == ".csv":
-        df.to_csv(tmp, index=False)
-    else:
-        df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary name, then rename: a file that exists under ``path`` is
-    complete (``mia-book audit`` writes its summary so too)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def shard_dir(out: Path) -> Path:
     return out.with_name(out.name + ".shards")
 
@@ -386,7 +367,7 @@ def score(checkpoint: str, attack: str, out: str | Path, parameters: dict | None
     from accelerate.utils import gather_object
 
     out = Path(out).resolve()
-    metrics._check_fpr(fpr)
+    metrics.check_fpr(fpr)
     on_cpu = resolve_device(check_device(device)).type == "cpu"
     state = PartialState(cpu=on_cpu)
     if not on_cpu and state.num_processes > 1:
@@ -403,7 +384,7 @@ def score(checkpoint: str, attack: str, out: str | Path, parameters: dict | None
             out.unlink(missing_ok=True)
             Path(str(out) + ".json").unlink(missing_ok=True)
         folder.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(folder / "run.json", json.dumps(run.fingerprint, indent=1, sort_keys=True))
+        write_json_atomic(folder / "run.json", run.fingerprint, indent=1, sort_keys=True)
     state.wait_for_everyone()
     shards = run.shards
     if state.is_main_process:
@@ -426,7 +407,7 @@ def score(checkpoint: str, attack: str, out: str | Path, parameters: dict | None
                 if i + 1 < len(todo):
                     ahead = reader.submit(run.load, shards[todo[i + 1]])
                 rows = run.score(shards[k], images)
-                _write_atomic(rows.assign(run=run.run_id), folder / f"shard-{k:05d}.parquet")
+                write_frame_atomic(rows.assign(run=run.run_id), folder / f"shard-{k:05d}.parquet")
                 done.append((k, rows))
                 computed += len(rows)
     seconds = time.perf_counter() - t0
@@ -452,8 +433,8 @@ def score(checkpoint: str, attack: str, out: str | Path, parameters: dict | None
             "seconds": wall, "images_per_second": fresh / wall if wall > 0 and fresh else None,
             "queries_per_image": sum(s["queries"] for s in all_stats) / fresh if fresh else None,
             "calibration": summary}
-    write_text_atomic(Path(str(out) + ".json"), json.dumps(info, indent=1))
-    _write_atomic(rows, out)  # last: its existence means the run is complete
+    write_json_atomic(Path(str(out) + ".json"), info, indent=1)
+    write_frame_atomic(rows, out)  # last: its existence means the run is complete
     shutil.rmtree(folder, ignore_errors=True)
     report(f"[score] {len(rows)} rows -> {out} ({fresh} scored now, {len(rows) - fresh} from earlier shards; "
            f"{wall:.1f} s)")

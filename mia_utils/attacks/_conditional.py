@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from .. import checks
 from ..noise import draw, generators
-from . import _checks
 
 
 def bound(model):
@@ -32,8 +32,8 @@ def paired_eps(model, x0: torch.Tensor, ts: list[int], n_noise: int, seed: int, 
     """For each (t, k): (ε, ε̂(x_t, t, c), ε̂(x_t, t, ∅)) with x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε and
     ε the next draw of the image's own generator (seeded by ``seed``, ``salt``, its content).
     Cost: 2 queries per image per (t, k)."""
-    n_noise = _checks.positive_int("n_noise", n_noise)
-    batch_size = _checks.batch_size(batch_size)
+    n_noise = checks.positive_int("n_noise", n_noise)
+    batch_size = checks.batch_size(batch_size)
     gens = generators(x0, seed, salt=salt)
     for t in ts:
         for _ in range(n_noise):

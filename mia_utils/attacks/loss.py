@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .. import checks
 from ..models import DiffusionModel
 from ..noise import draw, generators
-from . import _checks
 
 
 def score(model: DiffusionModel, images: torch.Tensor, t: int = 50, n_noise: int = 1,
@@ -26,8 +26,8 @@ def score(model: DiffusionModel, images: torch.Tensor, t: int = 50, n_noise: int
     """
     x0 = model.clean_images(images)
     t = model.check_t(t)
-    n_noise = _checks.positive_int("n_noise", n_noise)
-    batch_size = _checks.batch_size(batch_size)
+    n_noise = checks.positive_int("n_noise", n_noise)
+    batch_size = checks.batch_size(batch_size)
     gens = generators(x0, seed, salt="loss")
     total = torch.zeros(len(x0), dtype=torch.float64)
     for _ in range(n_noise):

@@ -34,10 +34,10 @@ from itertools import pairwise
 import numpy as np
 import torch
 
+from .. import checks
 from ..models import DiffusionModel
 from ..noise import image_noise
 from ..sampling import ddim_step
-from . import _checks
 
 NOISES = ("semantic", "graybox", "closed_form", "random")
 FPR = 0.15  # the paper's threshold: the 15th percentile of known non-members' distances
@@ -72,7 +72,7 @@ def initial_noise(target: DiffusionModel, images: torch.Tensor, noise: str = "se
     """The starting point x_{t_start} of each image under one of ``NOISES``."""
     t_start = target.num_train_timesteps - 1 if t_start is None else target.check_t(t_start, "t_start")
     images = target.clean_images(images)
-    inversion_steps = _checks.positive_int("inversion_steps", inversion_steps)
+    inversion_steps = checks.positive_int("inversion_steps", inversion_steps)
     if noise == "semantic":
         if base is None:
             raise ValueError("noise='semantic' inverts with the pre-trained base model: pass base=.")
@@ -110,7 +110,7 @@ def reconstruct(target: DiffusionModel, images: torch.Tensor, base: DiffusionMod
     """x̂_0: the target's DDIM generation from the image's initial noise (``x_init`` when given:
     the base's inversion does not depend on the target, so several targets can share it)."""
     t_start = target.num_train_timesteps - 1 if t_start is None else target.check_t(t_start, "t_start")
-    generation_steps = _checks.positive_int("generation_steps", generation_steps)
+    generation_steps = checks.positive_int("generation_steps", generation_steps)
     if x_init is None:
         x_init = initial_noise(target, images, noise, base, t_start, inversion_steps, seed)
     return ddim_generate(target, x_init, t_start, generation_steps)

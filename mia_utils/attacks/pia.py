@@ -16,8 +16,8 @@ import math
 import numpy as np
 import torch
 
+from .. import checks
 from ..models import DiffusionModel
-from . import _checks
 
 
 def score(model: DiffusionModel, images: torch.Tensor, t: int = 200, p: float = 4,
@@ -25,8 +25,8 @@ def score(model: DiffusionModel, images: torch.Tensor, t: int = 200, p: float = 
     """−‖ε_0 − ε̂(x_t, t)‖_p^p for each image (PIA; ``normalize=True`` for PIAN). 2 queries per image."""
     x0 = model.clean_images(images)
     t = model.check_t(t)
-    p = _checks.positive("p", p)
-    batch_size = _checks.batch_size(batch_size)
+    p = checks.positive("p", p)
+    batch_size = checks.batch_size(batch_size)
     # 1. ε_0 = ε̂(x_0, 0)
     eps0 = model.eps(x0, 0, batch_size=batch_size)
     if normalize:

@@ -20,10 +20,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .. import checks
 from ..models import DiffusionModel
 from ..noise import draw, generators
 from ..sampling import ddim_step
-from . import _checks
 
 
 def time_grid(t: int, steps: int) -> list[int]:
@@ -40,8 +40,8 @@ def variations(model: DiffusionModel, images: torch.Tensor, t: int = 200, n: int
     image's own generator (seed, its content). Cost: n × ``steps`` queries per image."""
     x0 = model.clean_images(images)
     t = model.check_t(t)
-    n = _checks.positive_int("n", n)
-    path = time_grid(t, _checks.positive_int("steps", steps))
+    n = checks.positive_int("n", n)
+    path = time_grid(t, checks.positive_int("steps", steps))
     gens = generators(x0, seed, salt="rediffuse")
     out = []
     for _ in range(n):

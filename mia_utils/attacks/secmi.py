@@ -25,15 +25,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import checks
 from ..metrics import auc
 from ..models import DiffusionModel
 from ..sampling import ddim_step
-from . import _checks
 
 
 def round_trip(model: DiffusionModel, images: torch.Tensor, t_sec: int = 100, k: int = 10) -> torch.Tensor:
     """x_{t_sec−k} − x̂_{t_sec−k} for each image: the SecMI error map. t_sec/k + 1 queries per image."""
-    k = _checks.positive_int("k", k)
+    k = checks.positive_int("k", k)
     t_sec = model.check_t(t_sec, "t_sec")
     if t_sec % k or not k <= t_sec:
         raise ValueError(f"need 0 < k <= t_sec < T with k dividing t_sec; got t_sec={t_sec}, k={k}.")

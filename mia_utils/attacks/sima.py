@@ -18,9 +18,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .. import checks
 from ..models import DiffusionModel
 from ..noise import image_noise
-from . import _checks
 
 
 def score(model: DiffusionModel, images: torch.Tensor, t: int = 50, p: float = 4, noisy: bool = False,
@@ -33,8 +33,8 @@ def score(model: DiffusionModel, images: torch.Tensor, t: int = 50, p: float = 4
     """
     x = model.clean_images(images)
     t = model.check_t(t)
-    p = _checks.positive("p", p)
-    batch_size = _checks.batch_size(batch_size)
+    p = checks.positive("p", p)
+    batch_size = checks.batch_size(batch_size)
     if noisy:
         # x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε, ε seeded by (seed, image content)
         x = model.q_sample(x, t, image_noise(x, seed, salt="sima/noisy"))
