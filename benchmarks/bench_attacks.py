@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     model = mu.load_model(args.checkpoint, device=args.device, batch_size=args.batch_size)
-    data = mu.data.load_digits_images() if model.sample_shape == (1, 8, 8) else None
+    data = mu.datasets.load_digits_images() if model.sample_shape == (1, 8, 8) else None
     x = (data.repeat(args.n // len(data) + 1, 1, 1, 1)[: args.n] if data is not None
          else torch.rand(args.n, *model.sample_shape) * 2 - 1)
     t = 50

@@ -30,7 +30,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     model = mu.load_model(args.checkpoint, device=args.device, batch_size=args.batch_size)
-    data = mu.data.load_digits_images() if model.sample_shape == (1, 8, 8) else torch.rand(2048, *model.sample_shape) * 2 - 1
+    digits = model.sample_shape == (1, 8, 8)
+    data = mu.datasets.load_digits_images() if digits else torch.rand(2048, *model.sample_shape) * 2 - 1
     x = data[: args.images]
     ts = mu.features.stride(args.stride, stop=model.num_train_timesteps)
     kinds = args.kinds.split(",")

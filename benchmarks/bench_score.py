@@ -43,11 +43,11 @@ def export(checkpoint: str, n: int, root: Path) -> dict:
     """The victim's members and non-members as folders, and unlabelled copies up to n images in all."""
     sets = mu.specs.load_membership_sets(f"{checkpoint}/members", f"{checkpoint}/nonmembers")
     members, nonmembers = sets.members(), sets.nonmembers()
-    mu.data.save_image_folder(members, root / "members")
-    mu.data.save_image_folder(nonmembers, root / "nonmembers")
+    mu.images.save_image_folder(members, root / "members")
+    mu.images.save_image_folder(nonmembers, root / "nonmembers")
     both = torch.cat([members, nonmembers])
     extra = max(0, n - len(both))
-    mu.data.save_image_folder(both.repeat(extra // len(both) + 1, 1, 1, 1)[:extra], root / "unlabelled")
+    mu.images.save_image_folder(both.repeat(extra // len(both) + 1, 1, 1, 1)[:extra], root / "unlabelled")
     return {"members": root / "members", "nonmembers": root / "nonmembers", "images": root / "unlabelled"}
 
 

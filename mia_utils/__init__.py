@@ -1,91 +1,77 @@
 """mia_utils: membership inference and origin attribution for diffusion models.
 
-The package behind the executable book, in layers; imports only go down:
+The package behind the executable book, in floors; a module imports only from floors below its
+own (``tests/test_layers.py`` keeps this true, reading ``LAYERS``):
 
-1. ``data`` (data sets, splits, image folders), ``noise`` (content-seeded noise), ``models``
-   (the DiffusionModel wrapper, the one door to the UNet, and checkpoint loading), ``latent``
-   (the β-VAE), ``text2img`` (the text-conditional hook, captions bound to images, tiny SD
-   pipelines), ``pipelines`` (any local diffusers pipeline folder, + LoRA, as an audit target),
-   ``train``, ``sampling``, ``kde``, ``metrics``, ``quality``;
-2. ``attacks`` (one module per attack, one contract, one registry), ``features`` and
-   ``probes`` (trajectory features and the classifiers on them), ``extraction``;
-3. ``zoo`` (the embedded default's named, cached models), ``specs`` (``zoo:NAME`` or a
-   folder, resolved to folders and tensors), ``harness`` (the honest protocol and the one
-   results table), ``plots``;
-4. ``nbrun`` (executing the chapters with papermill) and ``cli`` (``mia-book``).
+0. ``errors`` (the two errors), ``checks`` (argument checks), ``io`` (atomic writes, JSON,
+   the one refusal of pickled weights), ``noise`` (the one content hash, content-seeded noise);
+1. ``images`` (image files, decoding, ``metadata.jsonl``), ``metrics``;
+2. ``datasets`` (digits, Fashion-MNIST, captions), ``models`` (the DiffusionModel wrapper, the
+   one door to the UNet, and checkpoint loading);
+3. ``data`` (splits, leakage checks, ``MembershipSets``), ``latent`` (the β-VAE), ``text2img``
+   (the text-conditional hook, tiny SD pipelines), ``sampling``, ``train``, ``kde``,
+   ``extraction``, ``features``;
+4. ``pipelines`` (any local diffusers pipeline folder, + LoRA, as an audit target),
+   ``quality``, ``probes``;
+5. ``attacks`` (one module per attack, feature attacks included, one contract, one registry),
+   ``evidence``;
+6. ``zoo`` (the embedded default's named, cached models);
+7. ``specs`` (``zoo:NAME`` or a folder, resolved to folders and tensors);
+8. ``harness`` (the honest protocol: ``evaluate`` and one ``measure``), ``tables`` (the one
+   results table), ``plots``, ``scoring`` (``mia-book score``'s sharded run);
+9. ``studies`` (one module per chapter's study);
+10. ``nbrun`` (executing the chapters with papermill), ``cli`` (``mia-book``).
 
-``load_model`` and ``load_membership_sets`` here take specs (``specs``); the ones in ``models``
-and ``data`` take folders and tensors.
+Every module is imported on first use (``mia_utils.plots`` loads matplotlib only when a
+chapter draws): ``import mia_utils`` loads no model or plotting library. ``load_model``,
+``load_membership_sets`` and ``load_target`` here take specs (``specs``); the ones in
+``models`` and ``data`` take folders and tensors.
 """
 
 import importlib
 
-from . import (
-    attacks,
-    data,
-    evidence,
-    extraction,
-    features,
-    harness,
-    kde,
-    latent,
-    metrics,
-    models,
-    noise,
-    pipelines,
-    plots,
-    probes,
-    quality,
-    sampling,
-    specs,
-    text2img,
-    train,
-    zoo,
-)
-from .data import DataError, load_image_folder
-from .models import CheckpointError, DiffusionModel
-from .specs import load_membership_sets, load_model, load_target
-
 __version__ = "0.1.0"
 
-# nbrun is also run as a script (python -m mia_utils.nbrun): imported on first use, so that
-# running it does not import it twice.
-_LAZY = ("nbrun",)
+LAYERS = (
+    ("errors",),
+    ("checks", "io", "noise"),
+    ("images", "metrics"),
+    ("datasets", "models"),
+    ("data", "latent", "text2img", "sampling", "train", "kde", "extraction", "features"),
+    ("pipelines", "quality", "probes"),
+    ("attacks", "evidence"),
+    ("zoo",),
+    ("specs",),
+    ("harness", "tables", "plots", "scoring"),
+    ("studies",),
+    ("nbrun",),
+    ("cli",),
+)
+MODULES = tuple(name for floor in LAYERS for name in floor)
+
+# names offered at the top, and the module each comes from
+_NAMES = {
+    "CheckpointError": "errors",
+    "DataError": "errors",
+    "DiffusionModel": "models",
+    "load_image_folder": "images",
+    "load_membership_sets": "specs",
+    "load_model": "specs",
+    "load_target": "specs",
+}
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
+    # PEP 562: a module on first use (importlib caches it), a name from its module
+    if name in MODULES:
         return importlib.import_module(f".{name}", __name__)
+    if name in _NAMES:
+        return getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
     raise AttributeError(f"module 'mia_utils' has no attribute {name!r}")
 
 
-__all__ = [
-    "CheckpointError",
-    "DataError",
-    "DiffusionModel",
-    "attacks",
-    "data",
-    "evidence",
-    "extraction",
-    "features",
-    "harness",
-    "kde",
-    "latent",
-    "load_image_folder",
-    "load_membership_sets",
-    "load_model",
-    "load_target",
-    "metrics",
-    "models",
-    "nbrun",
-    "noise",
-    "pipelines",
-    "plots",
-    "probes",
-    "quality",
-    "sampling",
-    "specs",
-    "text2img",
-    "train",
-    "zoo",
-]
+def __dir__():
+    return sorted([*globals(), *MODULES, *_NAMES])
+
+
+__all__ = sorted([*MODULES, *_NAMES])

@@ -32,6 +32,7 @@ from pathlib import Path
 from . import data, evidence, nbrun, scoring, specs
 from .checks import positive_int
 from .errors import CheckpointError, DataError
+from .images import folder_images
 from .io import write_text_atomic
 from .models import PRECISIONS, check_device
 from .zoo import ZooError
@@ -59,7 +60,7 @@ def validate(checkpoint: str, members: str, nonmembers: str, device: str = "auto
                               "parameters), or choose other chapters.")
     description = f"{target.kind} model: {model}{'' if lora is None else f' with the LoRA {lora}'}; {sets}"
     if suspect is not None:
-        images = data.folder_images(suspect, target.image_shape, resize=resize)
+        images = folder_images(suspect, target.image_shape, resize=resize)
         data.check_no_leakage(suspect=images, nonmembers=sets.nonmembers())
         description += f"; {len(images)} suspect images"
     checks = evidence.provenance(sets, n_boot=200)

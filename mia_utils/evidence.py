@@ -40,6 +40,9 @@ import numpy as np
 from scipy.stats import rankdata
 
 from . import metrics
+from .data import near_duplicates
+from .images import image_hashes
+from .probes import membership, pixels
 
 
 def set_test(suspect, reference) -> dict:
@@ -135,15 +138,12 @@ def provenance(sets, seed: int = 0, n_boot: int = 1000) -> dict:
 
     Returns {"model-blind": a metrics row, "exact overlaps": n, "near-copies": n, "warning": str}.
     """
-    from . import data
-    from .probes import membership, pixels
-
     blind = membership(pixels(sets.members_cal), pixels(sets.nonmembers_cal), pixels(sets.members_eval),
                        pixels(sets.nonmembers_eval), seed=seed, n_boot=n_boot, queries_per_image=0,
                        access="no model")
     members, nonmembers = sets.members(), sets.nonmembers()
-    exact = len(set(data.image_hashes(members)) & set(data.image_hashes(nonmembers)))
-    near = len(data.near_duplicates(members, nonmembers))
+    exact = len(set(image_hashes(members)) & set(image_hashes(nonmembers)))
+    near = len(near_duplicates(members, nonmembers))
     warning = ""
     if blind["auc"] > 0.6 and blind.get("auc_ci", [0.5])[0] > 0.5:
         warning = (f"images alone separate members from non-members (model-blind AUC {blind['auc']:.3f}): "

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .models import default_scheduler
+
 
 @dataclass
 class Denoised:
@@ -41,7 +43,6 @@ def _alpha_bar(t: int | None, alpha_bar: float | None) -> float:
     elif t is None:
         raise ValueError("Give the time step t (DDPM linear schedule) or alpha_bar directly.")
     else:
-        from .models import default_scheduler
 
         schedule = default_scheduler().alphas_cumprod.double()
         if isinstance(t, bool) or int(t) != t or not 0 <= int(t) < len(schedule):

@@ -24,6 +24,8 @@ import torch
 from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
+from .errors import CheckpointError
+from .models import load_model, resolve_device
 from .noise import draw, generators
 
 
@@ -187,7 +189,6 @@ def load_ldm(source: str | Path, device: str | torch.device = "auto", batch_size
     stage (``vae/`` + ``codec.json``, as ``LatentCodec.save`` writes them); ``specs.load_ldm``
     also takes ``zoo:`` names.
     """
-    from .models import CheckpointError, load_model, resolve_device
 
     folder = Path(source)
     if not (folder / "codec.json").is_file():

@@ -20,6 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from .io import write_json_atomic
+from .tables import table
+
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY = Path("book") / "summary.md"
 INJECTED_TAG = "injected-parameters"
@@ -127,9 +130,8 @@ def save_metrics(out_dir: str | Path, rows: dict, parameters: dict, **extra) -> 
     """Write a chapter's ``metrics.json``: ``{"metrics": {row: {...}}, "parameters": {...}}``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "metrics.json"
-    path.write_text(json.dumps({"metrics": rows, "parameters": parameters, **extra}, indent=1, default=str))
-    return path
+    return write_json_atomic(out_dir / "metrics.json", {"metrics": rows, "parameters": parameters, **extra},
+                             indent=1, default=str)
 
 
 def collect_metrics(results_dir: str | Path = "results") -> dict[str, dict]:
@@ -142,9 +144,7 @@ def collect_metrics(results_dir: str | Path = "results") -> dict[str, dict]:
 
 def summary_table(results_dir: str | Path = "results"):
     """One row per chapter × attack, grouped by chapter: the honest metrics with 95 % CIs first,
-    then access level, queries per image and seconds (``harness.table``), the victim last."""
-    from .harness import table
-
+    then access level, queries per image and seconds (``tables.table``), the victim last."""
     rows, victims = {}, []
     for chapter, blob in collect_metrics(results_dir).items():
         victim = blob.get("parameters", {}).get("checkpoint", "")

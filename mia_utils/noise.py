@@ -21,7 +21,7 @@ import torch
 def content_hashes(images: torch.Tensor | np.ndarray) -> list[str]:
     """SHA-256 (hex) of each image's values and shape, for a batch [N, ...]: the package's one
     content hash. A tensor is hashed as float32 (one copy to the CPU for all), an array in its
-    own dtype (``data.image_hashes`` hashes 8-bit pixels so)."""
+    own dtype (``images.image_hashes`` hashes 8-bit pixels so)."""
     if isinstance(images, torch.Tensor):
         images = images.detach().cpu().float().numpy()
     arr = np.ascontiguousarray(images)

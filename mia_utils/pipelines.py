@@ -21,8 +21,9 @@ import torch
 
 from .errors import CheckpointError
 from .io import read_json, refuse_pickles
-from .latent import LatentCodec
+from .latent import LatentCodec, load_ldm
 from .models import DiffusionModel, load_model, resolve_device
+from .text2img import ConditionalDiffusionModel, TextEncoder
 
 # pipeline class (model_index.json's _class_name) -> the kind of target it is
 SUPPORTED = {"DDPMPipeline": "pixel", "DDIMPipeline": "pixel", "LDMPipeline": "latent",
@@ -154,7 +155,6 @@ def load_pipeline(source: str | Path, lora: str | Path | None = None, device: st
         if lora is not None:
             raise CheckpointError("--lora needs a text-to-image pipeline folder (with model_index.json).")
         if (folder / "codec.json").is_file():  # our latent layout
-            from .latent import load_ldm
 
             model, codec = load_ldm(folder, device=device, batch_size=batch_size)
             return Target("latent", model, codec, folder)
@@ -194,7 +194,6 @@ def load_pipeline(source: str | Path, lora: str | Path | None = None, device: st
         model = DiffusionModel(pipeline.unet, scheduler, device=where, batch_size=batch_size, dtype=dtype)
         model.input_range = None
     else:
-        from .text2img import ConditionalDiffusionModel, TextEncoder
 
         vae = pipeline.vae
         model = ConditionalDiffusionModel(pipeline.unet, scheduler, TextEncoder(pipeline), device=where,

@@ -248,7 +248,7 @@ def auc_bars(panels: dict, figsize=(7, 5.5)):
 
 
 def privacy_utility(results: dict, quality: dict, attacks, what: str = "images", key: str = "SimA p=4"):
-    """Chapter 05's figure from ``harness.latent_study`` and ``quality.latent_quality``: each
+    """Chapter 05's figure from ``studies.latent.latent_study`` and ``quality.latent_quality``: each
     attack's AUC (95 % CI band) against the latent models (dotted: the pixel model), and the
     ``key`` attack's AUC against sample recall, the pixel model starred."""
     latents = [k for k in quality if k in results and k != "pixel DDPM"]
@@ -350,7 +350,7 @@ def k_curves(curves: dict, alpha: float = 0.01):
 
 def guidance_jitter(studies: dict, assumed: float, figsize=(10, 3.4)):
     """Chapter 07's guidance study: for each target ({name: {γ₁: row}}, rows of
-    ``harness.noise_probe_guidance``), the AUC [CI] and the balanced accuracy against the actual
+    ``studies.text_to_image.noise_probe_guidance``), the AUC [CI] and the balanced accuracy against the actual
     generation guidance, with the threshold calibrated at ``assumed`` (solid) and re-calibrated
     at each γ₁ (dotted)."""
     fig, axes = plt.subplots(1, 2, figsize=figsize)

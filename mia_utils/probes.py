@@ -23,6 +23,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from . import metrics
+from .features import group_features
 
 
 def fit(x_dev: np.ndarray, y_dev: np.ndarray, seed: int = 0, cv: int = 5) -> Pipeline:
@@ -241,7 +242,6 @@ def shift_study(model, sets, elsewhere: torch.Tensor, ts: Sequence[int], window:
     differently, each cut into ``n_dev`` development images and an evaluation part of the
     members' size (so the three weigh alike). Returns (``Groups.allocation`` rows,
     {"same source": membership rows, "collected elsewhere": membership rows})."""
-    from .features import group_features
 
     n_ev = len(sets.members_eval)
     groups = {"members": (sets.members_cal[:n_dev], sets.members_eval),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from .extraction import nearest_neighbours
+from .sampling import ddim_sample
 
 
 def _covered(points: torch.Tensor, centres: torch.Tensor, k: int) -> float:
@@ -41,7 +42,6 @@ def latent_quality(pixel_samples: torch.Tensor, latents: dict, held_out: torch.T
     latent model ({label: (model, LatentCodec)}), decoded; and each first stage's held-out
     reconstruction error ‖x − D(μ(x))‖² (summed over pixels, mean over images).
     Returns (rows {label: {"precision", "recall", "reconstruction MSE"}}, samples {label: images})."""
-    from .sampling import ddim_sample
 
     nan = float("nan")
     rows = {"real images (calibration non-members)": {**precision_recall(real, held_out, k), "reconstruction MSE": nan},

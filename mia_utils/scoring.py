@@ -35,7 +35,6 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,13 +44,14 @@ import pandas as pd
 import torch
 
 from . import attacks as _attacks
-from . import data, features, metrics, specs
-from .attacks import gsa
+from . import metrics, specs
 from .checks import positive_int
 from .errors import CheckpointError, DataError
+from .images import check_shape, image_files, load_image_files
 from .io import write_frame_atomic, write_json_atomic
 from .models import DiffusionModel, check_device, resolve_device
 from .noise import content_hashes
+from .probes import binary_scores, fit
 
 FORMAT = 1  # bump when a row's meaning changes: shards of another format are not mixed in
 SPLITS = ("member", "nonmember", "unlabelled")
@@ -59,70 +59,22 @@ SPLITS = ("member", "nonmember", "unlabelled")
 OWN = ("batch_size", "seed", "base", "x_init", "progress", "chunk", "theta_chunk", "desc")
 
 
-# ---------------------------------------------------------------------- feature attacks
-TRAJECTORY_TS = tuple(features.stride(100))  # 0, 100, ..., 900
-
-
-def _trajectory(model: DiffusionModel, images: torch.Tensor, ts: tuple[int, ...] = TRAJECTORY_TS,
-                kinds: tuple[str, ...] = ("loss", "grad_x"), seed: int = 0,
-                batch_size: int | None = None) -> tuple[np.ndarray, list[str]]:
-    """Log trajectory features (``features.trajectory_features``: L_t and ‖∇_x L_t‖² at every t
-    of ``ts``), one column per (kind, t). Gray box (loss) / white box (gradients); cost per
-    image: len(ts) queries plus one backward pass per t for each gradient kind."""
-    f = features.trajectory_features(model, images, ts, kinds=kinds, seed=seed, batch_size=batch_size,
-                                     progress=False)
-    return f.matrix(log=True), [f"{k}_t{t}" for k in f.values for t in f.ts]
-
-
-def _gsa(model: DiffusionModel, images: torch.Tensor, ts: tuple[int, ...] = (100, 200, 300, 400),
-         mode: str = "gsa1", seed: int = 0) -> tuple[np.ndarray, list[str]]:
-    """GSA1 / GSA2 log per-layer gradient norms (``attacks.gsa``), one column per parameter
-    tensor. White box; cost per image: len(ts) queries, 1 (GSA1) or len(ts) (GSA2) backward passes."""
-    names = [f"grad_{name}" for name, _ in model.unet.named_parameters()]
-    return gsa.features(model, images, ts=tuple(ts), mode=mode, seed=seed), names
-
-
-@dataclass(frozen=True)
-class FeatureAttack:
-    """An attack that gives each image a feature vector; a probe on labelled images scores it."""
-
-    name: str
-    title: str
-    features: Callable[..., tuple[np.ndarray, list[str]]]
-    access: str
-
-    @property
-    def defaults(self) -> dict:
-        return _attacks.keyword_defaults(self.features)
-
-    def check_hyper(self, hyper: dict) -> dict:
-        """``hyper`` with the defaults filled in (``prepare`` has checked the names)."""
-        return {**self.defaults, **hyper}
-
-
-FEATURE_ATTACKS = {a.name: a for a in [
-    FeatureAttack("trajectory", "trajectory features + probe", _trajectory, "white box"),
-    FeatureAttack("gsa", "GSA + probe", _gsa, "white box"),
-]}
-
-
 def attack_names() -> list[str]:
     """Every attack ``score`` reaches: the registry's scores on pixel checkpoints (not those that
     need captions), then the feature attacks."""
-    return [*(n for n, a in _attacks.ATTACKS.items() if "captions" not in a.needs), *FEATURE_ATTACKS]
+    return [n for n, a in _attacks.REGISTRY.items() if "captions" not in a.needs]
 
 
 def get_attack(name: str):
-    """A registered attack (``attacks.Attack``) or a ``FeatureAttack``; an error listing all otherwise."""
-    if name in FEATURE_ATTACKS:
-        return FEATURE_ATTACKS[name]
-    if name in _attacks.ATTACKS and "captions" in _attacks.ATTACKS[name].needs:
+    """A registered attack (``attacks.Attack`` or ``attacks.FeatureAttack``) that scores pixel
+    checkpoints; an error listing them otherwise."""
+    if name in _attacks.REGISTRY and "captions" in _attacks.REGISTRY[name].needs:
         raise ValueError(f"{name} compares ε̂ with and without each image's caption: it runs on text-to-image "
                          "checkpoints, through `mia-book audit` (chapter 07) or mia_utils; `mia-book score` scores "
                          f"pixel checkpoints with {', '.join(attack_names())}.")
-    if name not in _attacks.ATTACKS:
+    if name not in _attacks.REGISTRY:
         raise ValueError(f"No attack {name!r}; the attacks are {', '.join(attack_names())}.")
-    return _attacks.ATTACKS[name]
+    return _attacks.REGISTRY[name]
 
 
 def parameters_of(name: str) -> dict:
@@ -155,7 +107,7 @@ def list_items(images: str | None = None, members: str | None = None, nonmembers
     for split, folder in (("member", members), ("nonmember", nonmembers), ("unlabelled", images)):
         if folder is not None:
             root = Path(folder).resolve()
-            items += [Item(split, str(root), f.relative_to(root).as_posix()) for f in data.image_files(root, True)]
+            items += [Item(split, str(root), f.relative_to(root).as_posix()) for f in image_files(root, True)]
     return items
 
 
@@ -212,9 +164,9 @@ class Run:
         decoded by several threads when a GPU waits for them."""
         c, h, w = self.model.sample_shape
         threads = min(8, os.cpu_count() or 1) if self.model.device.type == "cuda" else 1
-        images = data.load_image_files([it.file for it in items], size=(h, w) if self.resize else None,
+        images = load_image_files([it.file for it in items], size=(h, w) if self.resize else None,
                                        channels=c if self.resize else None, where=items[0].root, threads=threads)
-        data.check_shape(images, self.model.sample_shape, items[0].root)
+        check_shape(images, self.model.sample_shape, items[0].root)
         return images
 
     def score(self, items: list[Item], images: torch.Tensor | None = None) -> pd.DataFrame:
@@ -223,8 +175,8 @@ class Run:
         images = self.load(items) if images is None else images
         rows = pd.DataFrame({"path": [it.path for it in items], "split": [it.split for it in items],
                              "content_sha256": content_hashes(images)})
-        if isinstance(self.attack, FeatureAttack):
-            x, names = self.attack.features(self.model, images, **self.call)
+        if isinstance(self.attack, _attacks.FeatureAttack):
+            x, names = self.attack(self.model, images, **self.call)
             rows["score"] = np.nan  # the probe scores them once every shard is in
             rows = pd.concat([rows, pd.DataFrame(x, columns=[f"f_{n}" for n in names])], axis=1)
         else:
@@ -338,7 +290,6 @@ def calibrate(rows: pd.DataFrame, fpr: float = 0.01, seed: int = 0, fraction: fl
                 raise DataError(f"The {what} part has {(mask & labelled & m).sum()} {side}: give more labelled images "
                                 "(each part needs at least 2 of each; images go to a part by their content hash).")
     if features_probe:
-        from .probes import binary_scores, fit
 
         cols = [c for c in rows.columns if c.startswith("f_")]
         probe = fit(rows.loc[cal, cols].to_numpy(), member[cal].astype(int), seed=seed)
@@ -420,7 +371,7 @@ def score(checkpoint: str, attack: str, out: str | Path, parameters: dict | None
     if len(rows) != len(run.items):
         raise RuntimeError(f"{len(rows)} rows gathered for {len(run.items)} images: shards are missing.")
     _check_no_overlap(rows)
-    summary = calibrate(rows, fpr, seed, n_boot=n_boot, features_probe=isinstance(run.attack, FeatureAttack))
+    summary = calibrate(rows, fpr, seed, n_boot=n_boot, features_probe=isinstance(run.attack, _attacks.FeatureAttack))
     rows.insert(3, "attack", run.attack.name)
     rows.insert(4, "parameters", json.dumps(run.hyper, sort_keys=True))
     rows.insert(5, "dtype", dtype)
@@ -443,7 +394,7 @@ def score(checkpoint: str, attack: str, out: str | Path, parameters: dict | None
         report(f"[score] threshold {summary['threshold']:.6g} for {fpr:.1%} FPR on {summary['calibration']['nonmembers']} "
                f"calibration non-members; on held-out labelled images: FPR {h['fpr']:.1%}, TPR {h['tpr']:.1%}, "
                f"AUC {metrics.format_ci(h, 'auc')}")
-    elif isinstance(run.attack, FeatureAttack):
+    elif isinstance(run.attack, _attacks.FeatureAttack):
         report("[score] no labelled images: the features are written, but no probe scores them (give --members and "
                "--nonmembers).")
     return out

@@ -16,9 +16,13 @@ from pathlib import Path
 
 import torch
 
-from . import data, latent, models, sampling, zoo
-from .data import DataError, MembershipSets
+from . import data, datasets, latent, models, sampling, zoo
+from .data import CutPart, MembershipSets
+from .errors import DataError
+from .images import folder_images
+from .io import read_json
 from .models import DiffusionModel
+from .pipelines import SUPPORTED, load_pipeline
 
 PREFIX = "zoo:"
 
@@ -65,7 +69,6 @@ def load_ldm(spec, device: str | torch.device = "auto", batch_size: int = 256):
 def load_target(spec, lora=None, device: str | torch.device = "auto", batch_size: int = 256, dtype: str = "fp32"):
     """``pipelines.load_pipeline`` on the spec's folder; a zoo LoRA model is its base's pipeline
     with the zoo folder as the adapter (``lora``: an adapter folder for any other spec)."""
-    from .pipelines import load_pipeline
 
     adapter_recipe = recipe(spec)
     if getattr(adapter_recipe, "lora_rank", None) is not None:
@@ -80,8 +83,6 @@ def load_target(spec, lora=None, device: str | torch.device = "auto", batch_size
 def kind_of(spec) -> str:
     """"pixel", "latent" or "text-to-image": what a model spec holds, read from its folder's
     files (nothing loaded; a zoo model is trained first if needed)."""
-    from .models import read_json
-    from .pipelines import SUPPORTED
 
     if is_zoo(spec):  # from the recipe: nothing trained to answer
         r = recipe(spec)
@@ -92,7 +93,6 @@ def kind_of(spec) -> str:
     if (root / "model_index.json").is_file():
         name = read_json(root / "model_index.json", "model_index.json").get("_class_name")
         if name not in SUPPORTED:
-            from .pipelines import load_pipeline
 
             load_pipeline(root)  # the one error that names the supported pipelines
         return SUPPORTED[name]
@@ -108,9 +108,9 @@ def _images(spec, label: str):
     if part != label:
         raise DataError(f"{label}={spec!r}: write zoo:{name}/{label}.")
     split = zoo.split_of(name)
-    dataset = data.load_dataset(split.dataset)
+    dataset = datasets.load_dataset(split.dataset)
     parts = (f"{label}_cal", f"{label}_eval")
-    return (*(split.images(p, dataset) for p in parts), *(split.captions(p) for p in parts))
+    return CutPart(*(split.images(p, dataset) for p in parts), captions=tuple(split.captions(p) for p in parts))
 
 
 def load_membership_sets(members, nonmembers, model: DiffusionModel | None = None, **kwargs) -> MembershipSets:
@@ -154,7 +154,7 @@ def generator_images(spec, n: int, shape: tuple[int, int, int] | None = None, se
     if is_zoo(spec):
         images = zoo.generated(zoo_name(spec), n, sampler="ddim", seed=seed, progress=progress)
     else:
-        images = data.folder_images(spec, shape, resize=False)
+        images = folder_images(spec, shape, resize=False)
     if shape is not None and tuple(images.shape[1:]) != tuple(shape):
         raise DataError(f"Generator {spec!r} makes images of shape {tuple(images.shape[1:])}, the model takes "
                         f"{tuple(shape)}: give a generator (or a folder of its images) of that shape.")

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from diffusers import DDPMScheduler
 
-from .models import DiffusionModel
+from .models import DiffusionModel, default_scheduler
 
 
 class TextEncoder:
@@ -227,7 +227,6 @@ def tiny_pipeline(words, vae, unet_config: dict, folder: str | Path, text_hidden
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from .models import default_scheduler
 
     tokenizer = build_tokenizer(words, Path(folder) / "tokenizer")
     torch.manual_seed(seed)

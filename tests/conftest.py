@@ -45,7 +45,7 @@ def tiny_model() -> DiffusionModel:
 
 @pytest.fixture(scope="session")
 def digits() -> torch.Tensor:
-    return mu.data.load_digits_images()
+    return mu.datasets.load_digits_images()
 
 
 @pytest.fixture(scope="session", params=[(1, 8), (3, 16)], ids=["grey8", "rgb16"])
@@ -68,8 +68,8 @@ def tiny_checkpoint(request, tmp_path_factory, digits):
     train_ddpm(model, members, TrainConfig(steps=30, batch_size=24, seed=0, log_every=10),
                out_dir=root / "ckpt", progress=False)
     model.save(root / "ckpt")
-    mu.data.save_image_folder(members, root / "members")
-    mu.data.save_image_folder(nonmembers, root / "nonmembers")
+    mu.images.save_image_folder(members, root / "members")
+    mu.images.save_image_folder(nonmembers, root / "nonmembers")
     return {"checkpoint": root / "ckpt", "members": root / "members", "nonmembers": root / "nonmembers"}
 
 
@@ -165,7 +165,7 @@ def caption_folder(images, folder: Path, captions) -> Path:
     """PNG images with a metadata.jsonl (Hugging Face's imagefolder convention)."""
     import json
 
-    mu.data.save_image_folder(images, folder)
+    mu.images.save_image_folder(images, folder)
     files = sorted(p.name for p in folder.glob("*.png"))
     lines = [json.dumps({"file_name": f, "text": c}) for f, c in zip(files, captions)]
     (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")

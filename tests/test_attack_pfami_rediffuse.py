@@ -118,7 +118,7 @@ def test_evaluate_gsa_trains_on_calibration_and_reports_white_box_cost(memorised
 
     model, members, nonmembers = memorised
     sets = mu.data.MembershipSets(members[:4], members[4:8], nonmembers[:12], nonmembers[12:24])
-    res = mu.harness.evaluate_gsa(model, sets, ts=(40, 200), mode="gsa2", seed=0, n_boot=20)["honest"]
+    res = mu.studies.secmi_pia.evaluate_gsa(model, sets, ts=(40, 200), mode="gsa2", seed=0, n_boot=20)["honest"]
     f = {p: gsa.features(model, x, ts=(40, 200), mode="gsa2", seed=0) for p, x in sets.parts().items()}
     probe = mu.probes.fit(np.concatenate([f["members_cal"], f["nonmembers_cal"]]), np.r_[np.ones(4), np.zeros(12)])
     auc = mu.metrics.auc(mu.probes.binary_scores(probe, f["members_eval"]),

@@ -117,9 +117,10 @@ def test_chapter_02_widget_renders_offline_beside_its_static_figure(server, brow
     pg.close()
 
 
-def test_every_table_fits_its_page(server, browser):
-    """At a laptop's 1366 px every table of the book fits the text column: no number sits in a
-    scroll area off-screen (harness.stacked splits the results tables; book.css wraps words)."""
+def test_every_table_and_code_cell_fits_its_page(server, browser):
+    """At a laptop's 1366 px every table, code cell and printed output of the book fits the text
+    column: nothing sits in a scroll area off-screen (tables.stacked splits the results tables;
+    book.css wraps words in tables and long lines of code and output)."""
     pg = browser.new_page(viewport={"width": 1366, "height": 900})
     wide = {}
     for page in pages():
@@ -127,8 +128,11 @@ def test_every_table_fits_its_page(server, browser):
         pg.wait_for_load_state("networkidle")  # index.html redirects to the introduction
         found = pg.evaluate("""() => [...document.querySelectorAll('div.cell_output table')]
             .filter(t => t.scrollWidth > t.clientWidth + 1)
-            .map(t => `${t.scrollWidth} px > ${t.clientWidth}: ${t.querySelector('th, td')?.innerText ?? ''}`)""")
+            .map(t => `${t.scrollWidth} px > ${t.clientWidth}: ${t.querySelector('th, td')?.innerText ?? ''}`)
+            .concat([...document.querySelectorAll('div.cell div.highlight pre, div.cell_output pre')]
+            .filter(p => p.scrollWidth > p.clientWidth + 1)
+            .map(p => `code ${p.scrollWidth} px > ${p.clientWidth}: ${p.innerText.slice(0, 60)}`))""")
         if found:
             wide[page] = found
     pg.close()
-    assert wide == {}, f"tables wider than the page: {wide}"
+    assert wide == {}, f"tables or code wider than the page: {wide}"

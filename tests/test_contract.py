@@ -10,6 +10,8 @@ per-attack files keep their tests against independent computations.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -83,6 +85,43 @@ def test_contract_batch_size_and_cost(name, tiny_model, base_model, digits):
     np.testing.assert_allclose(_call(name, tiny_model, x, base_model), a, rtol=RTOL)
 
 
+FEATURE_HYPER = {  # the feature attacks of the registry, at cheap settings
+    "trajectory": {"ts": (10, 40, 70), "kinds": ("loss", "grad_x"), "seed": 2},
+    "gsa": {"ts": (20, 50), "mode": "gsa2", "seed": 1},
+}
+
+
+def test_every_feature_attack_is_held_to_the_contract():
+    assert set(FEATURE_HYPER) == set(mu.attacks.FEATURE_ATTACKS)
+    assert set(mu.attacks.REGISTRY) == set(ATTACKS) | set(mu.attacks.FEATURE_ATTACKS)
+
+
+@pytest.mark.parametrize("name", sorted(FEATURE_HYPER))
+def test_feature_contract(name, tiny_model, digits):
+    """The same contract on a feature vector: finite, one row per image, a rerun identical, an
+    image's row independent of the others and of their order, the counted queries declared."""
+    attack, hyper, x = mu.attacks.get(name), FEATURE_HYPER[name], digits[:7]
+    tiny_model.reset_queries()
+    f, names = attack(tiny_model, x, **hyper)
+    assert tiny_model.reset_queries() == 7 * attack.queries_per_image(**hyper)
+    assert f.shape == (7, len(names)) and np.isfinite(f).all() and len(set(names)) == len(names)
+    np.testing.assert_array_equal(attack(tiny_model, x, **hyper)[0], f)
+    perm = torch.tensor([3, 0, 6, 1, 5, 2, 4])
+    np.testing.assert_allclose(attack(tiny_model, x[perm], **hyper)[0], f[perm.numpy()], rtol=RTOL, atol=1e-6)
+    np.testing.assert_allclose(attack(tiny_model, x[2:4], **hyper)[0], f[2:4], rtol=RTOL, atol=1e-6)
+    tiny_model.batch_size = 3
+    np.testing.assert_allclose(attack(tiny_model, x, **hyper)[0], f, rtol=RTOL, atol=1e-6)
+    assert attack.backward_per_image(**hyper) == len(hyper["ts"])  # one gradient per t (grad_x; GSA2)
+    with pytest.raises(ValueError, match="gives features, not scores"):
+        mu.harness.evaluate(name, tiny_model, _sets(digits), n_boot=0)
+
+
+def test_every_attack_cites_its_paper():
+    bib = (Path(mu.__file__).parents[1] / "book" / "references.bib").read_text()
+    missing = [a.name for a in mu.attacks.REGISTRY.values() if f"{{{a.paper}," not in bib]
+    assert not missing, f"attacks whose paper key is not in book/references.bib: {missing}"
+
+
 def test_registry_names_access_and_rejects_unknown_parameters(tiny_model, digits):
     assert {a.access for a in ATTACKS.values()} <= set(mu.attacks.ACCESS)
     with pytest.raises(ValueError, match="no parameter 'q'.*its parameters are"):
@@ -121,7 +160,7 @@ def test_evaluate_secmi_nn_matches_the_recipe_by_hand(tiny_model, digits):
     """Error maps at the setting, the network trained on calibration maps (epoch on a held-out
     calibration part), scored on the evaluation split: the same AUC computed step by step."""
     sets = _sets(digits)
-    res = mu.harness.evaluate_secmi_nn(tiny_model, sets, {"t_sec": 20, "k": 10}, epochs=3, seed=0, n_boot=20)
+    res = mu.studies.secmi_pia.evaluate_secmi_nn(tiny_model, sets, {"t_sec": 20, "k": 10}, epochs=3, seed=0, n_boot=20)
     secmi = mu.attacks.secmi
     maps = {part: secmi.round_trip(tiny_model, x, t_sec=20, k=10) for part, x in sets.parts().items()}
     net, hist = secmi.fit_nn(maps["members_cal"], maps["nonmembers_cal"], epochs=3, seed=0,
@@ -147,7 +186,7 @@ def test_evaluate_counts_the_base_model(tiny_model, base_model, digits):
 
 def test_table_puts_numbers_first_and_names_access(tiny_model, digits):
     res = mu.harness.evaluate("sima", tiny_model, _sets(digits), [1, 2], n_boot=20)
-    table = mu.harness.table({"SimA": res}, oracle=True, extra={"images/s": "images_per_second"})
+    table = mu.tables.table({"SimA": res}, oracle=True, extra={"images/s": "images_per_second"})
     cols = list(table.columns)
     assert cols[:4] == ["attack", "AUC [95 % CI]", "p", "TPR@1%FPR (%)"]
     p = mu.metrics.auc_p_value(mu.harness.chosen_scores(res, "members_eval"),
@@ -157,31 +196,31 @@ def test_table_puts_numbers_first_and_names_access(tiny_model, digits):
     assert table.loc[0, "AUC [95 % CI]"] == mu.metrics.format_ci(res["honest"], "auc")
     assert "oracle: setting, AUC" in cols and "images/s" in cols
     assert "backward passes" not in cols  # forward-only rows: no empty column
-    with_grad = mu.harness.table({"SimA": res, "GSA": {**res["honest"], "backward_per_image": 4}})
+    with_grad = mu.tables.table({"SimA": res, "GSA": {**res["honest"], "backward_per_image": 4}})
     assert list(with_grad["backward passes"]) == ["", "4"]
     # rows as metrics.json stores them make the same table
-    same = mu.harness.table(mu.harness.metrics_rows({"SimA": res}))
+    same = mu.tables.table(mu.tables.metrics_rows({"SimA": res}))
     assert same.loc[0, "AUC [95 % CI]"] == table.loc[0, "AUC [95 % CI]"]
 
 
 def test_stacked_shows_the_numbers_then_how_they_were_obtained(tiny_model, digits):
     res = mu.harness.evaluate("sima", tiny_model, _sets(digits), [1, 2], n_boot=20)
-    table = mu.harness.table({"SimA": res, "loss": res}, oracle=True, group="chapter")
-    numbers, rest = mu.harness.stacked(table).parts
+    table = mu.tables.table({"SimA": res, "loss": res}, oracle=True, group="chapter")
+    numbers, rest = mu.tables.stacked(table).parts
     assert list(numbers.columns) == ["chapter", "attack", "AUC [95 % CI]", "p", "TPR@1%FPR (%)", "TPR@0.1%FPR (%)"]
     assert list(rest.columns[:2]) == ["chapter", "attack"] and "access" in rest and "oracle: setting, AUC" in rest
     # every column once (the lead twice), every row in both, in the table's order
     assert set(numbers.columns) | set(rest.columns) == set(table.columns)
     assert len(numbers.columns) + len(rest.columns) == len(table.columns) + 2
     assert list(numbers["attack"]) == list(rest["attack"]) == ["SimA", "loss"]
-    html = mu.harness.stacked(table)._repr_html_()
+    html = mu.tables.stacked(table)._repr_html_()
     assert html.count("<table") == 2 and html.index("AUC [95 % CI]") < html.index("access")
     # a row without an oracle (a probe trained on calibration) shows an empty cell, not NaN
-    mixed = mu.harness.table({"SimA": res, "GSA": res["honest"]}, oracle=True)
+    mixed = mu.tables.table({"SimA": res, "GSA": res["honest"]}, oracle=True)
     assert list(mixed["oracle: setting, AUC"])[1] == ""
     # a table without the key or without one of the two kinds of column stays whole
-    assert len(mu.harness.stacked(table[["attack", "AUC [95 % CI]"]]).parts) == 1
-    assert len(mu.harness.stacked(table.drop(columns="attack")).parts) == 1
+    assert len(mu.tables.stacked(table[["attack", "AUC [95 % CI]"]]).parts) == 1
+    assert len(mu.tables.stacked(table.drop(columns="attack")).parts) == 1
 
 
 @pytest.mark.parametrize("noise", ["random", "closed_form"])

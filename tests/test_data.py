@@ -38,7 +38,7 @@ def test_manifest_round_trip_and_tamper_check(tmp_path, digits):
     back = mu.data.Split.load(path)
     assert back.indices == split.indices
     m = json.loads(path.read_text())
-    assert m["sha256"]["members_cal"][0] == mu.data.image_hashes(digits[split.indices["members_cal"][:1]])[0]
+    assert m["sha256"]["members_cal"][0] == mu.images.image_hashes(digits[split.indices["members_cal"][:1]])[0]
     m["indices"]["members_cal"][0] = m["indices"]["public"][0]  # point a member at another image
     path.write_text(json.dumps(m))
     with pytest.raises(DataError, match="does not match"):
@@ -52,14 +52,14 @@ def test_leakage_check_refuses_a_shared_image(digits):
 
 
 def test_image_folder_round_trip_grey_and_rgb(tmp_path, digits):
-    mu.data.save_image_folder(digits[:5], tmp_path / "grey")
+    mu.images.save_image_folder(digits[:5], tmp_path / "grey")
     back = mu.load_image_folder(tmp_path / "grey")
     assert back.shape == (5, 1, 8, 8)
     assert torch.allclose(back, digits[:5], atol=1 / 127.5)
     rgb = mu.load_image_folder(tmp_path / "grey", channels=3, size=16)
     assert rgb.shape == (5, 3, 16, 16)
     assert torch.allclose(rgb[:, 0], rgb[:, 1])
-    mu.data.save_image_folder(rgb, tmp_path / "rgb")
+    mu.images.save_image_folder(rgb, tmp_path / "rgb")
     assert mu.load_image_folder(tmp_path / "rgb").shape == (5, 3, 16, 16)
     # JPEG is read too
     Image.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(tmp_path / "rgb" / "z.jpg")
@@ -72,7 +72,7 @@ def test_image_folder_errors(tmp_path, digits):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="is empty"):
         mu.load_image_folder(tmp_path / "empty")
-    mu.data.save_image_folder(digits[:2], tmp_path / "mixed")
+    mu.images.save_image_folder(digits[:2], tmp_path / "mixed")
     (tmp_path / "mixed" / "notes.txt").write_text("hello")
     with pytest.raises(DataError, match="not a PNG or JPEG"):
         mu.load_image_folder(tmp_path / "mixed")
@@ -91,8 +91,8 @@ def test_image_folder_errors(tmp_path, digits):
 
 @pytest.fixture
 def folders(tmp_path, digits):
-    mu.data.save_image_folder(digits[:30], tmp_path / "members")
-    mu.data.save_image_folder(digits[30:60], tmp_path / "nonmembers")
+    mu.images.save_image_folder(digits[:30], tmp_path / "members")
+    mu.images.save_image_folder(digits[30:60], tmp_path / "nonmembers")
     return tmp_path
 
 
@@ -105,15 +105,15 @@ def test_membership_sets_from_folders(folders, tiny_model):
 def test_membership_sets_errors(folders, tiny_model, digits):
     with pytest.raises(DataError, match="n_eval=25"):
         mu.load_membership_sets(folders / "members", folders / "nonmembers", model=tiny_model, n_eval=25)
-    mu.data.save_image_folder(digits[29:30], folders / "nonmembers", prefix="dup")
+    mu.images.save_image_folder(digits[29:30], folders / "nonmembers", prefix="dup")
     with pytest.raises(DataError, match=r"members/img_00029.png\) and in 'nonmembers' \(.*nonmembers/dup_00000.png"):
         mu.load_membership_sets(folders / "members", folders / "nonmembers", model=tiny_model)
-    mu.data.save_image_folder(torch.zeros(3, 1, 16, 16), folders / "big")
+    mu.images.save_image_folder(torch.zeros(3, 1, 16, 16), folders / "big")
     with pytest.raises(DataError, match=r"are \(16, 16\) but the model takes \(8, 8\)"):
         mu.load_membership_sets(folders / "big", folders / "members", model=tiny_model)
     sets = mu.load_membership_sets(folders / "big", folders / "members", model=tiny_model, resize=True)
     assert sets.members_eval.shape[1:] == (1, 8, 8)
-    mu.data.save_image_folder(torch.zeros(3, 3, 8, 8), folders / "rgb")
+    mu.images.save_image_folder(torch.zeros(3, 3, 8, 8), folders / "rgb")
     with pytest.raises(DataError, match="3 channel"):
         mu.load_membership_sets(folders / "rgb", folders / "members", model=tiny_model)
 
@@ -128,7 +128,7 @@ def test_membership_sets_refuse_bad_counts(folders, tiny_model):
 
 
 def test_a_member_re_saved_as_jpeg_among_the_nonmembers_is_refused(folders, tiny_model, digits):
-    arr = mu.data.to_uint8(digits[7:8])[0, 0]
+    arr = mu.images.to_uint8(digits[7:8])[0, 0]
     Image.fromarray(arr).save(folders / "nonmembers" / "copy.jpg", quality=95)  # not byte- or pixel-identical
     with pytest.raises(DataError, match=r"near-duplicate pair.*img_00007.png and .*copy.jpg"):
         mu.load_membership_sets(folders / "members", folders / "nonmembers", model=tiny_model)
@@ -140,7 +140,7 @@ def test_near_duplicates_sees_re_encodings_not_distinct_digits(digits):
     pairs = mu.data.near_duplicates(digits, digits)
     assert all(i == j for i, j, _ in pairs)  # distinct digits are never near-duplicates
     buf = io.BytesIO()
-    Image.fromarray(mu.data.to_uint8(digits[3:4])[0, 0]).save(buf, "JPEG", quality=95)
+    Image.fromarray(mu.images.to_uint8(digits[3:4])[0, 0]).save(buf, "JPEG", quality=95)
     again = torch.from_numpy(np.asarray(Image.open(buf), dtype=np.float32) / 127.5 - 1)[None, None]
     assert [p[:2] for p in mu.data.near_duplicates(digits[:10], again)] == [(3, 0)]
 
@@ -180,31 +180,31 @@ def test_fashion_mnist_loads_as_16x16_from_the_idx_files():
     rounded to 8 bits; labels 0-9."""
     import gzip
 
-    x, x_test = mu.data.load_dataset("fashion"), mu.data.load_dataset("fashion-test")
+    x, x_test = mu.datasets.load_dataset("fashion"), mu.datasets.load_dataset("fashion-test")
     assert x.shape == (60000, 1, 16, 16) and x_test.shape == (10000, 1, 16, 16)
     assert x.dtype == torch.float32 and x.min() == -1 and x.max() == 1
-    labels = mu.data.dataset_labels("fashion")
+    labels = mu.datasets.dataset_labels("fashion")
     assert labels.shape == (60000,) and set(np.unique(labels)) == set(range(10))
-    raw = gzip.decompress((mu.data.FASHION_DIR / "t10k-images-idx3-ubyte.gz").read_bytes())
+    raw = gzip.decompress((mu.datasets.FASHION_DIR / "t10k-images-idx3-ubyte.gz").read_bytes())
     first = np.frombuffer(raw, np.uint8, count=28 * 28, offset=16).reshape(28, 28).astype(np.float64)
     padded = np.pad(first, 2)
     expected = np.round(padded.reshape(16, 2, 16, 2).mean(axis=(1, 3))) / 127.5 - 1
     np.testing.assert_allclose(x_test[0, 0].double().numpy(), expected, atol=1e-6)
-    assert mu.data.FASHION_CLASSES[mu.data.dataset_labels("fashion-test")[0]] == "Ankle boot"  # the IDX's first
+    assert mu.datasets.FASHION_CLASSES[mu.datasets.dataset_labels("fashion-test")[0]] == "Ankle boot"  # the IDX's first
     split = mu.data.make_split("fashion", n_members=20, seed=3)
     assert split.images("members").shape == (20, 1, 16, 16)
 
 
 def test_a_missing_fashion_package_is_named(monkeypatch, tmp_path):
-    mu.data._fashion.cache_clear()
-    monkeypatch.setattr(mu.data, "FASHION_DIR", tmp_path)
+    mu.datasets._fashion.cache_clear()
+    monkeypatch.setattr(mu.datasets, "FASHION_DIR", tmp_path)
     try:
         with pytest.raises(mu.DataError, match="apt-get install dataset-fashion-mnist"):
-            mu.data.load_dataset("fashion")
+            mu.datasets.load_dataset("fashion")
     finally:
-        mu.data._fashion.cache_clear()
+        mu.datasets._fashion.cache_clear()
     with pytest.raises(mu.DataError, match="choose one of"):
-        mu.data.load_dataset("cifar10")
+        mu.datasets.load_dataset("cifar10")
 
 
 def test_idx_reader_refuses_a_non_byte_file(tmp_path):
@@ -213,4 +213,4 @@ def test_idx_reader_refuses_a_non_byte_file(tmp_path):
     bad = tmp_path / "bad.gz"
     bad.write_bytes(gzip.compress((0x0D03).to_bytes(4, "big") + bytes(12)))  # 0x0D: float IDX
     with pytest.raises(mu.DataError, match="unsigned-byte IDX"):
-        mu.data._read_idx(bad)
+        mu.datasets._read_idx(bad)

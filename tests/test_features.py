@@ -80,7 +80,7 @@ def test_blind_baseline_at_chance_without_shift_and_high_with_it(digits):
     px = mu.probes.pixels
     plain = mu.probes.membership(px(m[:100]), px(n[:100]), px(m[100:]), px(n[100:]), n_boot=200)
     assert plain["auc_ci"][0] < 0.5 < plain["auc_ci"][1] and abs(plain["auc"] - 0.5) < 0.06
-    s = mu.data.distribution_shift(n, "shift")
+    s = mu.datasets.distribution_shift(n, "shift")
     shifted = mu.probes.membership(px(m[:100]), px(s[:100]), px(m[100:]), px(s[100:]), n_boot=0)
     assert shifted["auc"] > 0.9
     # the threshold transfer: 1 % FPR on the development non-members' probe scores, applied to evaluation
@@ -125,18 +125,18 @@ def test_read_recalls_against_predictions_counted_by_hand():
     assert mu.probes.read_recalls(row(probe_pred), row(blind_pred), pair=("a", "z"))["a_as_b"] is None
 
 
-@pytest.mark.parametrize("kind", mu.data.SHIFTS)
+@pytest.mark.parametrize("kind", mu.datasets.SHIFTS)
 def test_distribution_shifts_keep_shape_and_range(digits, kind):
     x = digits[:10]
-    s = mu.data.distribution_shift(x, kind)
+    s = mu.datasets.distribution_shift(x, kind)
     assert s.shape == x.shape and s.min() >= -1 and s.max() <= 1 and not torch.equal(s, x)
-    rgb = mu.data.distribution_shift(x.repeat(1, 3, 2, 2), kind)
+    rgb = mu.datasets.distribution_shift(x.repeat(1, 3, 2, 2), kind)
     assert rgb.shape == (10, 3, 16, 16)
 
 
 def test_one_pixel_shift_is_exact(digits):
     x = digits[:3]
-    s = mu.data.distribution_shift(x, "shift")
+    s = mu.datasets.distribution_shift(x, "shift")
     assert torch.equal(s[..., 1:], x[..., :-1])
 
 

@@ -94,7 +94,7 @@ def test_cifar10_ddpm_configuration_loads_and_scores_rgb(tmp_path, digits):
     DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear").save_pretrained(tmp_path / "cifar" / "scheduler")
     model = mu.load_model(tmp_path / "cifar", device="cpu", batch_size=4)
     assert model.sample_shape == (3, 32, 32) and model.num_parameters > 35e6
-    mu.data.save_image_folder(digits[:6], tmp_path / "grey")
+    mu.images.save_image_folder(digits[:6], tmp_path / "grey")
     rgb = mu.load_image_folder(tmp_path / "grey", size=32, channels=3)
     scores = mu.attacks.loss.score(model, rgb, t=50)
     assert scores.shape == (6,) and (scores < 0).all()

@@ -43,7 +43,7 @@ def test_rows_are_the_attack_on_each_image(folders, tmp_path):
     assert rows["path"].iloc[-1] == "b/deeper/img_00003.png"  # relative paths, sub-folders included
     model = mu.load_model(folders["checkpoint"], device="cpu")
     for split, folder in (("member", "members"), ("nonmember", "nonmembers")):
-        images, names = mu.data.load_image_folder(folders[folder], return_names=True)
+        images, names = mu.images.load_image_folder(folders[folder], return_names=True)
         mine = rows[rows["split"] == split].set_index("path").loc[names]
         # the same attack called directly, on the whole folder at once
         np.testing.assert_allclose(mine["score"], mu.attacks.sima.score(model, images, t=20), rtol=1e-6)
@@ -83,7 +83,7 @@ def test_feature_attack_writes_features_and_a_probe_score(folders, tmp_path):
     rows = pd.read_parquet(out)
     assert [c for c in rows if c.startswith("f_")] == ["f_loss_t10", "f_loss_t500"]
     model = mu.load_model(folders["checkpoint"], device="cpu")
-    images, names = mu.data.load_image_folder(folders["members"], return_names=True)
+    images, names = mu.images.load_image_folder(folders["members"], return_names=True)
     direct = mu.features.trajectory_features(model, images, [10, 500], kinds=["loss"], progress=False).matrix()
     mine = rows[rows["split"] == "member"].set_index("path").loc[names]
     np.testing.assert_allclose(mine[["f_loss_t10", "f_loss_t500"]].to_numpy(), direct, rtol=1e-6)
@@ -104,7 +104,7 @@ def test_two_processes_batch_size_and_order_change_nothing(folders, tmp_path):
     pd.testing.assert_frame_equal(a, b)  # bitwise: the same rows, scores and decisions
     # another batch size and the files in reverse order (renamed): each image keeps its score
     rev = tmp_path / "reversed"
-    files = mu.data.image_files(folders["members"])
+    files = mu.images.image_files(folders["members"])
     rev.mkdir()
     for i, f in enumerate(reversed(files)):
         shutil.copy(f, rev / f"r{i:03d}.png")
@@ -171,7 +171,7 @@ def test_bad_input_is_one_line_and_writes_nothing(folders, tmp_path, capsys, arg
         argv = [a for a in argv if a != "--overlap"]
         nonmembers = str(tmp_path / "with_a_member")
         shutil.copytree(folders["nonmembers"], nonmembers)
-        shutil.copy(mu.data.image_files(folders["members"])[0], tmp_path / "with_a_member" / "copy.png")
+        shutil.copy(mu.images.image_files(folders["members"])[0], tmp_path / "with_a_member" / "copy.png")
     if "--out-name" in argv:
         out = tmp_path / argv.pop(argv.index("--out-name") + 1)
         argv.remove("--out-name")
@@ -212,14 +212,14 @@ CHEAP = {"loss": {"t": 30}, "sima": {"t": 30}, "pia": {"t": 30}, "pian": {"t": 3
 def test_every_attack_of_the_book_is_reachable(folders):
     assert sorted(scoring.attack_names()) == sorted(CHEAP)
     model = mu.load_model(folders["checkpoint"], device="cpu")
-    images = mu.data.load_image_folder(folders["members"])[:3]
+    images = mu.images.load_image_folder(folders["members"])[:3]
     for name, params in CHEAP.items():
         base = folders["checkpoint"] if name == "noise_probe" else None
         run = scoring.prepare(folders["checkpoint"], name, params, members=folders["members"],
                               nonmembers=folders["nonmembers"], base=base, device="cpu")
         rows = run.score(run.items[:3])
-        if name in scoring.FEATURE_ATTACKS:  # the same features, computed directly
-            direct, _ = scoring.FEATURE_ATTACKS[name].features(model, images, **params)
+        if name in mu.attacks.FEATURE_ATTACKS:  # the same features, computed directly
+            direct, _ = mu.attacks.FEATURE_ATTACKS[name].features(model, images, **params)
             np.testing.assert_allclose(rows[[c for c in rows if c.startswith("f_")]].to_numpy(), direct, rtol=1e-5)
         else:  # the registry's attack called directly (noise_probe with its base)
             extra = {"base": model} if base else {}

@@ -74,18 +74,18 @@ def test_screen_keeps_the_top_fraction_and_measures_closeness():
 
 
 def test_class_sample_draws_only_the_classes_asked_and_excludes_hashes():
-    labels = mu.data.dataset_labels("digits")
-    x = mu.data.class_sample("digits", [3, 7], 50, seed=1)
-    data = mu.data.load_digits_images()
-    index = {h: i for i, h in enumerate(mu.data.image_hashes(data))}
-    drawn = [index[h] for h in mu.data.image_hashes(x)]
+    labels = mu.datasets.dataset_labels("digits")
+    x = mu.datasets.class_sample("digits", [3, 7], 50, seed=1)
+    data = mu.datasets.load_digits_images()
+    index = {h: i for i, h in enumerate(mu.images.image_hashes(data))}
+    drawn = [index[h] for h in mu.images.image_hashes(x)]
     assert set(labels[drawn]) <= {3, 7} and len(set(drawn)) == 50
-    banned = mu.data.image_hashes(x[:10])
-    y = mu.data.class_sample("digits", [3, 7], 50, seed=1, exclude=banned)
-    assert not set(banned) & set(mu.data.image_hashes(y))
-    assert torch.equal(x, mu.data.class_sample("digits", [3, 7], 50, seed=1))  # seeded
+    banned = mu.images.image_hashes(x[:10])
+    y = mu.datasets.class_sample("digits", [3, 7], 50, seed=1, exclude=banned)
+    assert not set(banned) & set(mu.images.image_hashes(y))
+    assert torch.equal(x, mu.datasets.class_sample("digits", [3, 7], 50, seed=1))  # seeded
     with pytest.raises(mu.DataError, match="has"):
-        mu.data.class_sample("digits", [3], 1000)
+        mu.datasets.class_sample("digits", [3], 1000)
 
 
 def test_latent_study_scores_the_encoded_parts_and_counts_encoder_passes(tiny_model, digits):
@@ -105,7 +105,7 @@ def test_latent_study_scores_the_encoded_parts_and_counts_encoder_passes(tiny_mo
     sets = mu.data.MembershipSets(members_cal=x[:10], members_eval=x[10:20], nonmembers_cal=x[20:30],
                                   nonmembers_eval=x[30:40])
     attacks = {"SimA": ("sima", [10, 50], {"p": 4})}
-    out = mu.harness.latent_study(tiny_model, {"β = 1": (latent_model, codec)}, sets, attacks, n_boot=0,
+    out = mu.studies.latent.latent_study(tiny_model, {"β = 1": (latent_model, codec)}, sets, attacks, n_boot=0,
                                   sampled=["SimA"])
     assert list(out) == ["pixel DDPM", "β = 1", "β = 1, sampled latent"]
     by_hand = mu.data.MembershipSets(**{k: codec.encode(v) for k, v in sets.parts().items()})
@@ -140,7 +140,7 @@ def test_latent_quality_rows_are_the_measures_they_name(digits):
 def test_shift_study_cuts_groups_to_the_members_size_and_uses_forward_queries_only(tiny_model, digits):
     sets = mu.data.MembershipSets(members_cal=digits[:10], members_eval=digits[10:20], nonmembers_cal=digits[20:30],
                                   nonmembers_eval=digits[30:60])
-    elsewhere = mu.data.distribution_shift(digits[60:80], "shift")
+    elsewhere = mu.datasets.distribution_shift(digits[60:80], "shift")
     tiny_model.reset_queries()
     alloc, shift = mu.probes.shift_study(tiny_model, sets, elsewhere, [0, 250, 500, 750], window=500, n_dev=4,
                                          n_boot=0)
@@ -158,7 +158,7 @@ def test_noise_probe_study_and_sweeps_are_the_probe_called_directly(tiny_model, 
     sets = mu.data.MembershipSets(digits[:4], digits[4:10], digits[10:14], digits[14:20])
     variants = {"sem": ("semantic", "mse"), "sem ssim": ("semantic", "ssim"), "rnd": ("random", "mse")}
     kw = {"inversion_steps": 4, "generation_steps": 3}
-    study = mu.harness.noise_probe_study(tiny_model, base, sets, variants, seed=2, n_boot=20, **kw)
+    study = mu.studies.noise_probe.noise_probe_study(tiny_model, base, sets, variants, seed=2, n_boot=20, **kw)
     for name, (noise, metric) in variants.items():
         for part, x in sets.parts().items():  # each variant's scores: the attack on that part alone
             direct = noise_probe.score(tiny_model, x, base=base, noise=noise, metric=metric, seed=2, **kw)
@@ -169,7 +169,7 @@ def test_noise_probe_study_and_sweeps_are_the_probe_called_directly(tiny_model, 
                                                          np.r_[study["scores"][name]["members_eval"],
                                                                study["scores"][name]["nonmembers_eval"]]))
     other = mu.models.DiffusionModel(mu.models.UNet2DModel(**mu.zoo.small_unet_config(8, 1, (8, 16))), device="cpu")
-    sweeps = mu.harness.noise_probe_sweeps(study, tiny_model, base, sets, {1: other, 2: None}, [500, 999], "sem",
+    sweeps = mu.studies.noise_probe.noise_probe_sweeps(study, tiny_model, base, sets, {1: other, 2: None}, [500, 999], "sem",
                                            "rnd", seed=2, n_boot=20, **kw)
     ev = {"members_eval": sets.members_eval, "nonmembers_eval": sets.nonmembers_eval}
     for step, model in ((1, other), (2, tiny_model)):  # the snapshot, and the target itself (reused)

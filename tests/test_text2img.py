@@ -242,7 +242,7 @@ def test_images_the_vae_cannot_encode_are_refused(target):
 
 
 def _folder(tmp_path, digits, lines):
-    folder = mu.data.save_image_folder(digits[:4], tmp_path / "imgs")
+    folder = mu.images.save_image_folder(digits[:4], tmp_path / "imgs")
     files = sorted(p.name for p in folder.iterdir())
     (folder / "metadata.jsonl").write_text("\n".join(json.dumps(line) for line in lines(files)) + "\n")
     return folder, files
@@ -250,15 +250,15 @@ def _folder(tmp_path, digits, lines):
 
 def test_captions_come_from_metadata_jsonl(tmp_path, digits):
     folder, files = _folder(tmp_path, digits, lambda fs: [{"file_name": f, "text": f"cap {f}"} for f in reversed(fs)])
-    assert mu.data.read_captions(folder, files) == [f"cap {f}" for f in files]
-    other = mu.data.save_image_folder(digits[10:14], tmp_path / "plain")
+    assert mu.images.read_captions(folder, files) == [f"cap {f}" for f in files]
+    other = mu.images.save_image_folder(digits[10:14], tmp_path / "plain")
     sets = mu.data.load_membership_sets(folder, other, calibration_fraction=0.5)
     members = sets.captions_of("members")
     assert sorted(members) == sorted(f"cap {f}" for f in files)
     assert sets.captions_of("nonmembers") == [""] * 4  # no metadata.jsonl: the empty prompt
     # each caption stays with its image through the seeded split
-    by_hash = dict(zip(mu.data.image_hashes(digits[:4]), (f"cap {f}" for f in files)))
-    assert [by_hash[h] for h in mu.data.image_hashes(sets.members())] == members
+    by_hash = dict(zip(mu.images.image_hashes(digits[:4]), (f"cap {f}" for f in files)))
+    assert [by_hash[h] for h in mu.images.image_hashes(sets.members())] == members
 
 
 @pytest.mark.parametrize("lines, match", [
@@ -271,7 +271,7 @@ def test_captions_come_from_metadata_jsonl(tmp_path, digits):
 def test_bad_metadata_is_one_clear_error(tmp_path, digits, lines, match):
     folder, files = _folder(tmp_path, digits, lines)
     with pytest.raises(mu.data.DataError, match=match):
-        mu.data.read_captions(folder, files)
+        mu.images.read_captions(folder, files)
 
 
 def test_the_conditional_training_step_learns_captions(target, digits):
@@ -290,12 +290,12 @@ def test_the_conditional_training_step_learns_captions(target, digits):
 
 
 def test_the_guided_noise_probe_study_against_the_attack_called_directly(sd, target):
-    """harness.noise_probe_guidance: latent MSE at γ₁ = 1 is the registry's noise probe on the bound
+    """studies.text_to_image.noise_probe_guidance: latent MSE at γ₁ = 1 is the registry's noise probe on the bound
     target and base; pixel MSE is the decoded regeneration's, by hand; queries double under guidance."""
     from mia_utils.attacks import noise_probe
 
     sets = mu.load_membership_sets(sd["members"], sd["nonmembers"], model=target, n_eval=6)
-    study = mu.harness.noise_probe_guidance(target, target, sets, [1.0, 2.0], 1.0, 1.0, inversion_steps=3,
+    study = mu.studies.text_to_image.noise_probe_guidance(target, target, sets, [1.0, 2.0], 1.0, 1.0, inversion_steps=3,
                                             generation_steps=2, n_boot=0)
     z = target.encode(sets.members_eval)
     caps = sets.captions_of("members_eval")
@@ -308,7 +308,8 @@ def test_the_guided_noise_probe_study_against_the_attack_called_directly(sd, tar
     np.testing.assert_allclose(study["scores"][2.0]["pixel MSE"]["members_eval"], by_hand, rtol=1e-6)
     rows = study["rows"]
     assert rows[1.0]["pixel MSE"]["queries_per_image"] == 3 + 2 and rows[2.0]["pixel MSE"]["queries_per_image"] == 3 + 4
-    for m in mu.harness.PROBE_METRICS:  # at the assumed guidance the transferred threshold is the re-calibrated one
+    # at the assumed guidance the transferred threshold is the re-calibrated one
+    for m in mu.studies.text_to_image.PROBE_METRICS:
         assert rows[1.0][m]["balanced_accuracy"] == rows[1.0][m]["own_threshold_accuracy"]
 
 

@@ -101,7 +101,7 @@ def test_fine_tuned_vae_and_latent_recipes_build_and_share_generated_sets(tiny_r
         files = list((mu.zoo.path_of("test-tiny") / "generated").iterdir())
         assert len(files) == 1 and torch.equal(first, mu.zoo.generated("test-tiny", 5, sampler="ddim", steps=3))
         assert mu.specs.generator_images("zoo:test-vae", 3, shape=(1, 8, 8)).shape == (3, 1, 8, 8)
-        mu.data.save_image_folder(first, tmp_path / "gen")
+        mu.images.save_image_folder(first, tmp_path / "gen")
         assert mu.specs.generator_images(str(tmp_path / "gen"), 4, shape=(1, 8, 8)).shape == (4, 1, 8, 8)
         with pytest.raises(mu.DataError, match="channel"):
             mu.specs.generator_images(str(tmp_path / "gen"), 4, shape=(3, 16, 16))
@@ -199,7 +199,7 @@ def test_every_zoo_recipe_has_a_time_estimate_and_known_dependencies():
 
 
 def test_evaluate_victims_runs_the_harness_on_each_zoo_victim_with_its_own_split(tiny_recipe):
-    out = mu.harness.evaluate_victims(["zoo:test-tiny"], "sima", [10, 50], device="cpu", n_boot=0, p=4)
+    out = mu.studies.sima.evaluate_victims(["zoo:test-tiny"], "sima", [10, 50], device="cpu", n_boot=0, p=4)
     model = mu.load_model("zoo:test-tiny", device="cpu")
     sets = mu.load_membership_sets("zoo:test-tiny/members", "zoo:test-tiny/nonmembers", model=model)
     expected = mu.harness.evaluate("sima", model, sets, [10, 50], n_boot=0, p=4)
@@ -208,7 +208,7 @@ def test_evaluate_victims_runs_the_harness_on_each_zoo_victim_with_its_own_split
 
 
 def test_class_shift_study_draws_elsewhere_from_the_classes_and_never_a_member(tiny_recipe, monkeypatch):
-    """harness.class_shift_study hands probes.shift_study non-members of the asked classes only,
+    """studies.trajectories.class_shift_study hands probes.shift_study non-members of the asked classes only,
     none of them a member of the victim, n_dev + (members' evaluation size) of them."""
     mu.zoo.build(tiny_recipe, progress=False)
     seen = {}
@@ -218,14 +218,14 @@ def test_class_shift_study_draws_elsewhere_from_the_classes_and_never_a_member(t
         return {}, {}
 
     monkeypatch.setattr(mu.probes, "shift_study", spy)
-    mu.harness.class_shift_study("zoo:test-tiny", "digits", [3, 7], [0, 500], window=500, n_dev=4, device="cpu",
+    mu.studies.trajectories.class_shift_study("zoo:test-tiny", "digits", [3, 7], [0, 500], window=500, n_dev=4, device="cpu",
                                  n_boot=0)
     sets, elsewhere = seen["sets"], seen["elsewhere"]
     assert len(elsewhere) == 4 + len(sets.members_eval)
-    members = set(mu.data.image_hashes(torch.cat([sets.members_cal, sets.members_eval])))
-    assert not members & set(mu.data.image_hashes(elsewhere))
-    by_hash = dict(zip(mu.data.image_hashes(mu.data.load_dataset("digits")), mu.data.dataset_labels("digits")))
-    assert {int(by_hash[h]) for h in mu.data.image_hashes(elsewhere)} <= {3, 7}
+    members = set(mu.images.image_hashes(torch.cat([sets.members_cal, sets.members_eval])))
+    assert not members & set(mu.images.image_hashes(elsewhere))
+    by_hash = dict(zip(mu.images.image_hashes(mu.datasets.load_dataset("digits")), mu.datasets.dataset_labels("digits")))
+    assert {int(by_hash[h]) for h in mu.images.image_hashes(elsewhere)} <= {3, 7}
 
 
 def test_a_generated_set_asked_twice_at_once_is_sampled_once(tiny_recipe, monkeypatch):

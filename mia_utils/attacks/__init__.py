@@ -9,7 +9,10 @@ does not depend on the other images, their order, the batch size or the device.
 
 ``ATTACKS`` registers each attack with what every table shows beside its numbers: its access
 level and its declared cost in queries per image (which ``harness.evaluate`` checks against
-the count). Access levels, as the literature uses them:
+the count). ``FEATURE_ATTACKS`` registers the attacks that give each image a feature vector
+instead (``trajectory``, ``gsa``), scored by a linear probe trained on labelled calibration
+images; they state their cost the same way, backward passes included. ``REGISTRY`` holds both,
+and ``get`` reads it. Access levels, as the literature uses them:
 
 * black box: generated images only, no ε̂;
 * gray box: ε̂(x_t, t) (or the sampler's initial noise) on chosen inputs, no weights or gradients;
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import clid, gsa, loss, noise_probe, pfami, pia, rediffuse, secmi, sima, wen
+from . import clid, gsa, loss, noise_probe, pfami, pia, rediffuse, secmi, sima, trajectory, wen
 
 ACCESS = ("black box", "gray box", "white box")
 
@@ -97,11 +100,63 @@ ATTACKS: dict[str, Attack] = {a.name: a for a in [
 ]}
 
 
-def get(name: str) -> Attack:
-    """The registered attack ``name``; an error listing the registry otherwise."""
-    if name not in ATTACKS:
-        raise ValueError(f"No attack {name!r}; the attacks are {', '.join(ATTACKS)}.")
-    return ATTACKS[name]
+@dataclass(frozen=True)
+class FeatureAttack:
+    """A registered feature attack: ``features(model, images, **hyper) -> (matrix [N, F], names)``,
+    its access level, its declared cost (queries and backward passes per image); a probe trained
+    on labelled calibration images turns the features into scores."""
+
+    name: str
+    title: str
+    features: Callable[..., tuple[np.ndarray, list[str]]]
+    access: str
+    cost: Callable[[dict], int]      # queries per image
+    backward: Callable[[dict], int]  # backward passes per image
+    paper: str
+    needs: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self):
+        if self.access not in ACCESS:
+            raise ValueError(f"access must be one of {ACCESS}, not {self.access!r}.")
+
+    @property
+    def defaults(self) -> dict:
+        """The feature function's keyword defaults (its hyper-parameters)."""
+        return keyword_defaults(self.features)
+
+    def check_hyper(self, hyper: dict) -> dict:
+        """``hyper`` with the defaults filled in; an error listing the valid names for an unknown one."""
+        return Attack.check_hyper(self, hyper)
+
+    def queries_per_image(self, **hyper) -> int:
+        """The declared cost: model queries per image."""
+        return int(self.cost(self.check_hyper(hyper)))
+
+    def backward_per_image(self, **hyper) -> int:
+        """The declared backward passes per image."""
+        return int(self.backward(self.check_hyper(hyper)))
+
+    def __call__(self, model, images, **hyper) -> tuple[np.ndarray, list[str]]:
+        self.check_hyper(hyper)
+        return self.features(model, images, **hyper)
+
+
+FEATURE_ATTACKS: dict[str, FeatureAttack] = {a.name: a for a in [
+    FeatureAttack("trajectory", "trajectory features + probe", trajectory.features, "white box",
+                  lambda h: len(h["ts"]), lambda h: len(h["ts"]) * sum(k.startswith("grad") for k in h["kinds"]),
+                  "floros2025tracing"),
+    FeatureAttack("gsa", "GSA + probe", gsa.feature_matrix, "white box", lambda h: len(h["ts"]),
+                  lambda h: 1 if h["mode"] == "gsa1" else len(h["ts"]), "pang2025gsa"),
+]}
+
+REGISTRY: dict[str, Attack | FeatureAttack] = {**ATTACKS, **FEATURE_ATTACKS}
+
+
+def get(name: str) -> Attack | FeatureAttack:
+    """The registered attack ``name`` (``REGISTRY``); an error listing the registry otherwise."""
+    if name not in REGISTRY:
+        raise ValueError(f"No attack {name!r}; the attacks are {', '.join(REGISTRY)}.")
+    return REGISTRY[name]
 
 
 def sweep(attack: Callable[..., np.ndarray], model, images, ts: Iterable[int], **hyper) -> dict[int, np.ndarray]:
@@ -109,5 +164,6 @@ def sweep(attack: Callable[..., np.ndarray], model, images, ts: Iterable[int], *
     return {int(t): attack(model, images, t=int(t), **hyper) for t in ts}
 
 
-__all__ = ["ACCESS", "ATTACKS", "Attack", "clid", "get", "gsa", "keyword_defaults", "loss", "noise_probe", "pfami", "pia",
-           "rediffuse", "secmi", "sima", "sweep", "wen"]
+__all__ = ["ACCESS", "ATTACKS", "FEATURE_ATTACKS", "REGISTRY", "Attack", "FeatureAttack", "clid", "get", "gsa",
+           "keyword_defaults", "loss", "noise_probe", "pfami", "pia", "rediffuse", "secmi", "sima", "sweep", "trajectory",
+           "wen"]

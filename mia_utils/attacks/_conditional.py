@@ -7,11 +7,11 @@ import torch
 
 from .. import checks
 from ..noise import draw, generators
+from ..text2img import Conditioned
 
 
 def bound(model):
     """``model`` if it is a text-conditional model bound to captions (``model.bind(captions)``)."""
-    from ..text2img import Conditioned
 
     if not isinstance(model, Conditioned):
         raise TypeError("This attack compares ε̂ with and without the caption: give a text-conditional model bound "

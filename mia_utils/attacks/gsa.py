@@ -48,3 +48,11 @@ def features(model: DiffusionModel, images: torch.Tensor, ts: tuple[int, ...] = 
         norms = torch.stack([model.per_sample_layer_grad_norms(x_t[:, k:k + 1], t[:, k:k + 1], eps[:, k:k + 1], chunk)
                              for k in range(len(ts))]).mean(0)
     return norms.double().clamp_min(1e-30).log().cpu().numpy()
+
+
+def feature_matrix(model: DiffusionModel, images: torch.Tensor, ts: tuple[int, ...] = (100, 200, 300, 400),
+                   mode: str = "gsa1", seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """``features`` with one name per column: ``grad_{parameter name}`` (the registry's feature
+    attack ``gsa``)."""
+    names = [f"grad_{name}" for name, _ in model.unet.named_parameters()]
+    return features(model, images, ts=tuple(ts), mode=mode, seed=seed), names

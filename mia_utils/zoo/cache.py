@@ -22,8 +22,11 @@ import torch
 from diffusers import AutoencoderKL, UNet2DModel
 
 from ..data import Split
+from ..datasets import dataset_captions
 from ..latent import LatentCodec, latent_scale, train_vae
 from ..models import DiffusionModel, default_scheduler, load_model
+from ..pipelines import load_pipeline
+from ..text2img import ConditionalDiffusionModel, TextEncoder, add_lora, save_lora, tiny_pipeline
 from ..train import train_ddpm
 from .recipes import RECIPES, TRAIN_THREADS, Recipe, TextToImageRecipe, VAERecipe, get_recipe
 
@@ -136,9 +139,6 @@ def build_text_to_image(recipe: TextToImageRecipe | str, force: bool = False, pr
                         device: str = "auto") -> Path:
     """Train a text-to-image model of the zoo: a StableDiffusionPipeline folder (a base or a full
     fine-tune) or a LoRA adapter folder (``pytorch_lora_weights.safetensors``), + split.json."""
-    from ..data import dataset_captions
-    from ..pipelines import load_pipeline
-    from ..text2img import ConditionalDiffusionModel, TextEncoder, add_lora, save_lora, tiny_pipeline
 
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
 

@@ -210,7 +210,7 @@ _register_ldms("digits", LDM_BETAS, vae_config(), 1000, RECIPES["digits-ddpm"], 
 
 
 # Fashion-MNIST (chapters 02, 04, 05): the real data set beside the digits, 16x16 grey (see
-# data.load_fashion_images); a 3-level UNet whose first level is narrow (16 channels), so that
+# datasets.load_fashion_images); a 3-level UNet whose first level is narrow (16 channels), so that
 # 4x the digits' pixels train at about the digits' cost per step. 128 members seen 625 times
 # each (2,500 steps x 32 / 128), as the digits' 256 are; 512 non-members for tighter intervals.
 register(Recipe(
