@@ -25,7 +25,7 @@ data:                          ## install Debian's dataset-fashion-mnist when it
 	  || (echo "install Fashion-MNIST: sudo apt-get install dataset-fashion-mnist" && exit 1)
 
 zoo: venv data                 ## train (or find cached) the embedded-default victims, two at a time
-	$(BIN)/python -m mia_utils.zoo build --jobs 2
+	$(BIN)/mia-book zoo build --jobs 2
 
 # MathJax served by the book itself (npm, locked), so pages render formulas offline
 MATHJAX := book/_static/mathjax/tex-mml-chtml.js
@@ -47,10 +47,10 @@ $(MATHJAX): book/package.json book/package-lock.json
 assets: $(MATHJAX)
 
 notebooks: zoo                 ## execute every chapter with papermill, no book build
-	$(BIN)/python -m mia_utils.nbrun book --no-build --jobs 2
+	$(BIN)/mia-book book --no-build --jobs 2
 
 book: zoo assets               ## execute every chapter, then build _build/html (warnings are errors)
-	$(BIN)/python -m mia_utils.nbrun book --jobs 2
+	$(BIN)/mia-book book --jobs 2
 
 html: venv assets              ## rebuild the HTML from already executed notebooks
 	$(BIN)/jupyter-book build . -W -n --keep-going

@@ -5,13 +5,12 @@ is converted in memory by jupytext, executed by papermill with its parameters, a
 beside its source as ``.ipynb`` (gitignored), which the book renders with execution off. The
 cell papermill injects with the parameters is tagged ``remove-cell`` so the book hides it.
 
-    python -m mia_utils.nbrun book                       # every chapter, the summary, then the book
-    python -m mia_utils.nbrun run notebooks/00_victims.md -p n_eval 50 -p device cpu
+    mia-book book                       # every chapter, the summary, then the book
+    mia-book run notebooks/00_victims.md -p n_eval 50 -p device cpu
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -204,45 +203,3 @@ def run_book(root: str | Path = ROOT, only: list[str] | None = None, parameters:
     (root / "_build").mkdir(exist_ok=True)
     (root / "_build" / "timings.json").write_text(json.dumps(times, indent=1))
     return times
-
-
-def _parse_params(pairs: list[list[str]] | None) -> dict:
-    """``-p NAME VALUE`` pairs: VALUE as JSON, or a bare string (a path). A VALUE that starts as
-    JSON does (``[``, ``{``, ``"``) but is not valid JSON is an error, not a string."""
-    out = {}
-    for key, value in pairs or []:
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError as err:
-            if value.strip()[:1] in ("[", "{", '"'):
-                raise ValueError(f"-p {key} {value!r} is not valid JSON ({err.msg}): quote it, e.g. "
-                                 f"-p {key} '[1, 2]'.") from None
-            out[key] = value  # a bare string such as a path
-    return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mia_utils.nbrun", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("book", help="execute every chapter and the summary, then build the book")
-    b.add_argument("--chapters", help="comma-separated chapter numbers, e.g. 00,02 (default: all)")
-    b.add_argument("--no-build", action="store_true", help="execute only; skip jupyter-book build")
-    b.add_argument("--jobs", type=int, default=1, help="chapters executed at once, one thread each (default 1)")
-    b.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"))
-    r = sub.add_parser("run", help="execute one notebook source")
-    r.add_argument("source")
-    r.add_argument("-o", "--output")
-    r.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"))
-    args = parser.parse_args(argv)
-    params = _parse_params(args.parameter)
-    if args.cmd == "book":
-        only = args.chapters.split(",") if args.chapters else None
-        times = run_book(only=only, parameters=params or None, build=not args.no_build, jobs=args.jobs)
-        for name, sec in times.items():
-            print(f"{name:28s} {sec:8.1f} s")
-    else:
-        print(run_notebook(args.source, args.output, params, cwd=os.getcwd(), progress=True))
-
-
-if __name__ == "__main__":
-    main()

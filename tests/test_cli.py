@@ -100,16 +100,16 @@ def test_audit_skips_chapters_that_need_the_auditors_own_models(tiny_checkpoint,
     sources = mu.nbrun.chapters()
     checkpoint = str(tiny_checkpoint["checkpoint"])
     assert mu.specs.kind_of(checkpoint) == "pixel"
-    run, skipped = cli.plan(sources, checkpoint, {})
+    run, skipped = cli.audit.plan(sources, checkpoint, {})
     assert set(skipped) == {"05_latent", "06_noise_probe", "07_text_to_image"}
     assert "-p base DIR" in skipped["06_noise_probe"] and "text-to-image pipeline" in skipped["07_text_to_image"]
     assert [s.stem for s in run] == [s.stem for s in sources if s.stem not in skipped]
-    run, skipped = cli.plan(sources, checkpoint, {"base": "x", "latent_models": ["y"]})
+    run, skipped = cli.audit.plan(sources, checkpoint, {"base": "x", "latent_models": ["y"]})
     assert set(skipped) == {"07_text_to_image"} and len(run) == len(sources) - 1
     # the zoo defaults fit the zoo: every pixel chapter runs on a zoo pixel model, chapter 07 on a zoo text-to-image one
-    run, skipped = cli.plan(sources, "zoo:digits-ddpm", {})
+    run, skipped = cli.audit.plan(sources, "zoo:digits-ddpm", {})
     assert set(skipped) == {"07_text_to_image"} and len(run) == len(sources) - 1
-    run, skipped = cli.plan(sources, "zoo:digits-t2i-full", {}, kind="text-to-image")
+    run, skipped = cli.audit.plan(sources, "zoo:digits-t2i-full", {}, kind="text-to-image")
     assert [s.stem for s in run] == ["07_text_to_image"] and len(skipped) == len(sources) - 1
     argv = ["audit", "--checkpoint", str(tiny_checkpoint["checkpoint"]), "--members", str(tiny_checkpoint["members"]),
             "--nonmembers", str(tiny_checkpoint["nonmembers"]), "--chapters", "05,06", "--device", "cpu",
@@ -164,13 +164,13 @@ def test_a_reused_out_folder_is_refused_unless_overwritten(tmp_path):
     (out / "results" / "02_sima" / "metrics.json").write_text("{}")
     (out / "summary.json").write_text("{}")
     with pytest.raises(ValueError, match="holds an earlier report .*--overwrite"):
-        cli.prepare_out(out, overwrite=False)
-    cli.prepare_out(out, overwrite=True)
+        cli.audit.prepare_out(out, overwrite=False)
+    cli.audit.prepare_out(out, overwrite=True)
     assert out.is_dir() and not any(out.iterdir())  # nothing of the earlier run can mix in
 
 
 def test_parameters_are_read_from_the_cell_not_its_comments():
     params = mu.nbrun.parameters_of(mu.nbrun.ROOT / "notebooks" / "00_victims.md")
     assert params["ddpm_steps"] == 1000 and params["checkpoint"] == "zoo:digits-ddpm"
-    assert cli.time_steps({"ts": [0, 5, 300], "t_loss": 50, "secmi_grid": [[100, 10]], "n_noise": 4}) == [0, 5, 300,
+    assert cli.policy.time_steps({"ts": [0, 5, 300], "t_loss": 50, "secmi_grid": [[100, 10]], "n_noise": 4}) == [0, 5, 300,
                                                                                                           50, 100, 10]

@@ -2,14 +2,15 @@
 
 ``recipes`` names every model (what it learns from, its architecture, budget and seed);
 ``cache`` trains a recipe once into ``$MIA_ZOO_DIR`` (default ``~/.cache/mia-book/zoo``) and
-finds it there afterwards; ``samples`` caches generated sets beside a model; ``python -m
-mia_utils.zoo`` is the command line. The zoo sits above data, models, latent and train, which
+finds it there afterwards; ``samples`` caches generated sets beside a model; ``mia-book zoo``
+is its command line. The zoo sits above data, models, latent and train, which
 know nothing of it; ``mia_utils.specs`` turns ``zoo:NAME`` specs into its folders.
 """
 
 from ..models import small_unet_config
 from .cache import (
     build,
+    build_all,
     build_vae,
     codec,
     folder_of,
@@ -24,7 +25,7 @@ from .recipes import LDM_BETAS, RECIPES, Recipe, VAERecipe, ZooError, get_recipe
 from .samples import generated
 
 __all__ = [
-    "LDM_BETAS", "RECIPES", "Recipe", "VAERecipe", "ZooError", "build", "build_vae", "codec", "folder_of",
+    "LDM_BETAS", "RECIPES", "Recipe", "VAERecipe", "ZooError", "build", "build_all", "build_vae", "codec", "folder_of",
     "generated", "get_recipe", "info", "is_cached", "ldm_name", "path_of", "register", "small_unet_config",
     "snapshots", "split_of", "zoo_dir",
 ]

@@ -1,0 +1,188 @@
+"""``mia-book audit``: the book's chapters on an auditor's checkpoint and images.
+
+The inputs are validated before anything runs (the checkpoint loads with every weight, one ε̂
+query is finite, the model has the chapters' time steps, the images match the model's size and
+channels, no image is a member and a non-member, exactly or as a near-copy, enough images for
+``--n-eval``, every ``-p`` is a chosen chapter's parameter of the right type, a ``--suspect``
+folder fits the model and shares no image with the non-members); each failure is one sentence
+and exit code 2. Two checks are printed before any attack runs: the model-blind baseline (can
+pixels alone tell members from non-members?) and the overlap across the splits. Then each
+chosen chapter is executed with papermill on that checkpoint and data, and the report is
+written to ``--out``: the executed notebooks, every chapter's ``metrics.json``, and
+``summary.html`` (the two checks, then one table of every attack) with ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from .. import data, evidence, nbrun, specs
+from ..checks import positive_int
+from ..errors import CheckpointError
+from ..images import folder_images
+from ..io import write_text_atomic
+from ..models import check_device
+from .policy import NEEDS, OWN, TEXT_TO_IMAGE, USER_DEFAULTS, time_steps
+from .report import provenance_lines, summary_html
+
+
+def validate(checkpoint: str, members: str, nonmembers: str, device: str = "auto",
+             n_eval: int | None = None, resize: bool = False, max_t: int | None = None,
+             suspect: str | None = None, lora: str | None = None) -> tuple[str, dict]:
+    """Load the checkpoint (its weights checked and one ε̂ query run; a pipeline folder with its
+    LoRA) and both image sets once; with ``max_t``, check that the model has that many time
+    steps; with ``suspect``, that its images fit the model and share none with the non-members
+    (the set test's reference). Return a one-line description and the provenance checks
+    (``evidence.provenance``; for a text-to-image model, where the captions come from).
+
+    Raises ``CheckpointError`` or ``DataError`` with a message that names the fix.
+    """
+    target = specs.load_target(checkpoint, lora=lora, device=check_device(device))
+    model = target.model
+    sets = specs.load_membership_sets(members, nonmembers, model=target, n_eval=n_eval, resize=resize)
+    if max_t is not None and max_t >= model.num_train_timesteps:
+        raise CheckpointError(f"The chosen chapters query time steps up to {max_t} but the model has only "
+                              f"T = {model.num_train_timesteps}: give smaller ones with -p (see each chapter's "
+                              "parameters), or choose other chapters.")
+    description = f"{target.kind} model: {model}{'' if lora is None else f' with the LoRA {lora}'}; {sets}"
+    if suspect is not None:
+        images = folder_images(suspect, target.image_shape, resize=resize)
+        data.check_no_leakage(suspect=images, nonmembers=sets.nonmembers())
+        description += f"; {len(images)} suspect images"
+    checks = evidence.provenance(sets, n_boot=200)
+    if target.conditional:
+        checks["captions"] = ("from metadata.jsonl (or the zoo split)" if sets.captions is not None else
+                              "none: every image gets the empty prompt (no metadata.jsonl in the folders)")
+    return description, checks
+
+
+def plan(sources: list[Path], checkpoint: str, parameters: dict, kind: str = "pixel") -> tuple[list[Path], dict[str, str]]:
+    """The chapters to run on ``checkpoint`` (a model of ``kind``) and the ones skipped, each with what it needs."""
+    run, skipped = [], {}
+    for src in sources:
+        if (src.stem in TEXT_TO_IMAGE) != (kind == "text-to-image"):
+            skipped[src.stem] = ("a text-to-image pipeline (a StableDiffusionPipeline folder, with --lora DIR for "
+                                 "an adapter)" if src.stem in TEXT_TO_IMAGE else
+                                 f"a pixel-space UNet2DModel checkpoint (this one is a {kind} model)")
+            continue
+        need = NEEDS.get(src.stem)
+        if need is not None and need[0] not in parameters and not specs.is_zoo(checkpoint):
+            skipped[src.stem] = need[1]
+        else:
+            run.append(src)
+    return run, skipped
+
+
+def choose_chapters(chapters: list[str] | None) -> list[Path]:
+    """The chapter sources for ``--chapters`` numbers (all for None); an unknown or empty number is an error."""
+    every = {p.name[:2]: p for p in nbrun.chapters()}
+    if chapters is None:
+        return list(every.values())
+    wanted = [c.strip() for c in chapters]
+    if not wanted or any(not c for c in wanted):
+        raise ValueError(f"--chapters {','.join(chapters)!r} names no chapter; the book has {', '.join(every)}.")
+    unknown = [c for c in wanted if c not in every]
+    if unknown:
+        raise ValueError(f"--chapters: no chapter {', '.join(unknown)}; the book has {', '.join(every)}.")
+    return [every[c] for c in sorted(set(wanted))]
+
+
+def check_parameters(sources: list[Path], parameters: dict) -> None:
+    """-p names must be parameters of a chosen chapter, not one the audit sets itself, and of the
+    default's type (a number for a number, a list for a list ...)."""
+    own = sorted(set(parameters) & set(OWN))
+    if own:
+        raise ValueError(f"-p {own[0]} is set by the audit's own option (--{own[0].replace('_', '-')}); "
+                         "use that option, so that the validated inputs are the ones the chapters run on.")
+    declared: dict[str, object] = {}
+    for src in sources:
+        for k, v in nbrun.parameters_of(src).items():
+            declared.setdefault(k, v)
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        valid = ", ".join(sorted(set(declared) - set(OWN)))
+        raise ValueError(f"-p {unknown[0]}: no chosen chapter has this parameter; theirs are {valid}.")
+    for k, v in parameters.items():
+        default = declared[k]
+        kinds = (int, float) if isinstance(default, int | float) and not isinstance(default, bool) else type(default)
+        if default is not None and v is not None and not isinstance(v, kinds):
+            raise ValueError(f"-p {k} {json.dumps(v)}: expected a {type(default).__name__} like the default "
+                             f"{json.dumps(default)}.")
+
+
+def prepare_out(out: Path, overwrite: bool) -> None:
+    """A report folder that holds nothing of an earlier run: refused when it does, unless ``overwrite``
+    (which removes the earlier report first, so that no old number can mix into the new one)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a file: name a folder for the report.")
+    earlier = [p for p in ("summary.json", "summary.html", "results") if (out / p).exists()]
+    if earlier:
+        if not overwrite:
+            raise ValueError(f"--out {str(out)!r} holds an earlier report ({', '.join(earlier)}): choose another "
+                             "folder, or pass --overwrite to replace it.")
+        for p in earlier:
+            shutil.rmtree(out / p) if (out / p).is_dir() else (out / p).unlink()
+        for nb in out.glob("*.ipynb"):
+            nb.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def audit(checkpoint: str, members: str, nonmembers: str, out: str | Path = "audit",
+          chapters: list[str] | None = None, device: str = "auto", n_eval: int | None = None,
+          batch_size: int = 256, seed: int = 0, parameters: dict | None = None, resize: bool = False,
+          overwrite: bool = False, suspect: str | None = None, lora: str | None = None) -> Path:
+    """Run the chosen chapters (default: every chapter) on a checkpoint; write the report to ``out``.
+
+    Everything is checked before anything runs; the summary is written last, atomically, so an
+    interrupted audit leaves no summary that looks complete.
+    """
+    out = Path(out).resolve()
+    parameters = parameters or {}
+    positive_int("--batch-size", batch_size)
+    sources = choose_chapters(chapters)
+    check_parameters(sources, parameters)
+    kind = specs.kind_of(checkpoint)
+    sources, skipped = plan(sources, checkpoint, parameters, kind)
+    if lora is not None and kind != "text-to-image":
+        raise CheckpointError(f"--lora applies to a text-to-image pipeline; {checkpoint} is a {kind} model.")
+    declared = {}
+    for src in sources:
+        declared.update({k: v for k, v in nbrun.parameters_of(src).items() if k not in declared})
+    if suspect is not None and "suspect" not in declared:
+        raise ValueError("--suspect is tested by chapter 08 (from scores to evidence): add 08 to --chapters.")
+    max_t = max(time_steps({**declared, **parameters}), default=None)
+    description, checks = validate(checkpoint, members, nonmembers, device, n_eval, resize, max_t, suspect, lora)
+    print(f"[audit] {description}", flush=True)
+    for line in provenance_lines(checks):  # before any attack: what could make every AUC meaningless
+        print(f"[audit] {line}", flush=True)
+    prepare_out(out, overwrite)
+    for stem, need in skipped.items():
+        print(f"[audit] {stem} skipped: it needs {need}", flush=True)
+    common = {"checkpoint": specs.display(checkpoint), "members": specs.display(members),
+              "nonmembers": specs.display(nonmembers), "device": device, "n_eval": n_eval,
+              "batch_size": batch_size, "seed": seed, "resize": resize, "suspect": suspect,
+              "lora": None if lora is None else specs.display(lora), **parameters}
+    times = {}
+    for src in sources:
+        t0 = time.perf_counter()
+        print(f"[audit] {src.stem} ...", flush=True)
+        own = nbrun.parameters_of(src)
+        defaults = USER_DEFAULTS.get(src.stem, {}) if not specs.is_zoo(checkpoint) else {}
+        params = {k: v for k, v in {**defaults, **common}.items() if k in own}
+        params["out_dir"] = str(out / "results" / src.stem)
+        nbrun.run_notebook(src, out / f"{src.stem}.ipynb", parameters=params, cwd=out)
+        times[src.stem] = round(time.perf_counter() - t0, 1)
+        print(f"[audit] {src.stem}: {times[src.stem]} s", flush=True)
+    table = nbrun.summary_table(out / "results")
+    write_text_atomic(out / "summary.html", summary_html(table, checkpoint, members, nonmembers, times, skipped,
+                                              provenance_lines(checks)))
+    write_text_atomic(out / "summary.json", json.dumps({"checkpoint": str(checkpoint), "members": str(members),
+                                                    "nonmembers": str(nonmembers), "suspect": suspect,
+                                                    "seconds": times, "skipped": skipped,
+                                                    "provenance": provenance_lines(checks),
+                                                    "rows": table.to_dict(orient="records")}, indent=1))
+    print(f"[audit] report: {out / 'summary.html'}", flush=True)
+    return out
