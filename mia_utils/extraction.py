@@ -14,6 +14,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+# The rows of ``screen``'s table
+KEPT, REJECTED, ALL, EXTERNAL = "kept by the probe", "rejected by the probe", "all generations", "external real images"
+
 
 def nearest_neighbours(queries: torch.Tensor, reference: torch.Tensor, k: int = 2,
                        chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
@@ -62,8 +65,7 @@ def screen(pool: torch.Tensor, member_score: np.ndarray, training: torch.Tensor,
         raise ValueError(f"keep_fraction must lie in (0, 1), not {keep_fraction}.")
     kept = member_score >= np.quantile(member_score, 1 - keep_fraction)
     copies = near_copies(pool, training, ratio=ratio)
-    table = {"kept by the probe": closeness(copies, kept), "all generations": closeness(copies),
-             "rejected by the probe": closeness(copies, ~kept),
-             "external real images": closeness(near_copies(reference, training, ratio=ratio))}
+    table = {KEPT: closeness(copies, kept), ALL: closeness(copies), REJECTED: closeness(copies, ~kept),
+             EXTERNAL: closeness(near_copies(reference, training, ratio=ratio))}
     p_value = float(mannwhitneyu(copies["d1"][kept], copies["d1"][~kept], alternative="less").pvalue)
     return {"table": table, "kept": kept, "copies": copies, "p_value": p_value}

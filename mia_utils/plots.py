@@ -8,6 +8,7 @@ import seaborn as sns
 import torch
 
 from . import metrics
+from .quality import PIXEL
 
 COLORS = {
     "members": "#c0392b",     # red: the training set
@@ -111,6 +112,34 @@ def metric_vs_t(ts, values: dict, ax=None, ylabel: str = "AUC", chance: float | 
     ax.legend(fontsize="small")
     if title:
         ax.set_title(title)
+    return ax
+
+
+def auc_band(lines: dict, ax=None, xlabel: str | None = None, ylabel: str = "AUC", title: str | None = None,
+             chance: float | None = 0.5, categorical: bool = False, log_t: bool = False, ms: float = 5):
+    """AUC against a swept quantity with its 95 % bootstrap interval as a band: ``lines`` maps a
+    label to {x: metrics row} (rows with ``auc`` and ``auc_ci``, in the order to draw). With
+    ``categorical`` the x values are evenly spaced labels (fine-tuning steps); with ``log_t`` the
+    axis is ``t_axis``'s. The chapters draw every AUC-over-a-sweep figure with it."""
+    if ax is None:
+        _, ax = plt.subplots()
+    for (label, rows), color in zip(lines.items(), LINE_COLORS):
+        xs = list(rows)
+        pos = np.arange(len(xs)) if categorical else xs
+        ax.plot(pos, [rows[x]["auc"] for x in xs], marker="o", ms=ms, color=color, label=label)
+        ax.fill_between(pos, [rows[x]["auc_ci"][0] for x in xs], [rows[x]["auc_ci"][1] for x in xs], color=color,
+                        alpha=0.2, lw=0)
+        if categorical:
+            ax.set_xticks(pos, [str(x) for x in xs])
+    if chance is not None:
+        ax.axhline(chance, ls="--", color="0.6", lw=1)
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    if log_t:
+        t_axis(ax, [x for rows in lines.values() for x in rows])
+    if title:
+        ax.set_title(title)
+    if any(lines):
+        ax.legend(fontsize="small")
     return ax
 
 
@@ -251,14 +280,14 @@ def privacy_utility(results: dict, quality: dict, attacks, what: str = "images",
     """Chapter 05's figure from ``studies.latent.latent_study`` and ``quality.latent_quality``: each
     attack's AUC (95 % CI band) against the latent models (dotted: the pixel model), and the
     ``key`` attack's AUC against sample recall, the pixel model starred."""
-    latents = [k for k in quality if k in results and k != "pixel DDPM"]
+    latents = [k for k in quality if k in results and k != PIXEL]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     xs = np.arange(len(latents))
     for attack, color in zip(attacks, LINE_COLORS):
         axes[0].plot(xs, [results[b][attack]["auc"] for b in latents], marker="o", color=color, label=attack)
         axes[0].fill_between(xs, [results[b][attack]["auc_ci"][0] for b in latents],
                              [results[b][attack]["auc_ci"][1] for b in latents], color=color, alpha=0.12, lw=0)
-        axes[0].axhline(results["pixel DDPM"][attack]["auc"], color=color, ls=":", lw=1.2)
+        axes[0].axhline(results[PIXEL][attack]["auc"], color=color, ls=":", lw=1.2)
     axes[0].axhline(0.5, ls="--", color="0.6", lw=1)
     axes[0].set_xticks(xs, latents)
     axes[0].set(ylabel="AUC (honest)", title="leakage against β (dotted: the pixel DDPM)")
@@ -268,7 +297,7 @@ def privacy_utility(results: dict, quality: dict, attacks, what: str = "images",
     axes[1].scatter(recall, auc, color=LINE_COLORS[0])
     for b, r, a in zip(latents, recall, auc):
         axes[1].annotate(b, (r, a), textcoords="offset points", xytext=(4, 4), fontsize="small")
-    axes[1].scatter([quality["pixel DDPM"]["recall"]], [results["pixel DDPM"][key]["auc"]], marker="*", s=120,
+    axes[1].scatter([quality[PIXEL]["recall"]], [results[PIXEL][key]["auc"]], marker="*", s=120,
                     color=COLORS["members"], label="pixel DDPM")
     axes[1].set(xlabel=f"sample quality: recall (coverage of real {what})", ylabel=f"{key} AUC (honest)",
                 title="privacy against utility")

@@ -126,7 +126,25 @@ def dev_eval(sets, n_dev: int) -> dict:
             "external": (sets.nonmembers_cal[:n_dev], sets.nonmembers_eval)}
 
 
-BLIND = "model-blind (pixels)"
+# The names of the rows the probes write, for a chapter to refer to them (never by their text)
+BLIND = "model-blind (pixels)"               # the multi-class probe on raw pixels
+BLIND_PROBE = "model-blind probe (pixels)"   # the member-vs-non-member probe on raw pixels
+UNIFORM = "uniform over [0, T)"              # ``Groups.allocation``: the budget spread over [0, T)
+
+
+def probe_name(feature_set: str) -> str:
+    """The row of ``Groups.membership``'s probe on a feature set: ``probe L_t + ∇x``."""
+    return f"probe {feature_set}"
+
+
+def window_name(start: int, window: int) -> str:
+    """The row of ``Groups.allocation``'s probe on the window [start, start + window)."""
+    return f"[{start}, {start + window})"
+
+
+def best_window(rows: dict) -> str:
+    """The window row (``window_name``) of ``Groups.allocation``'s rows with the highest AUC."""
+    return max((k for k in rows if k not in (UNIFORM, BLIND_PROBE)), key=lambda k: rows[k]["auc"])
 
 
 def access(kinds) -> str:
@@ -185,11 +203,11 @@ class Groups:
         for name, (kinds, at, fq, bq) in self.feature_sets.items():
             if self._usable(pair, kinds):
                 x = [self.feats[g][p].matrix(kinds, ts=at) for p in (0, 1) for g in pair]
-                rows[f"probe {name}"] = membership(*x, seed=seed, n_boot=n_boot, queries_per_image=fq,
+                rows[probe_name(name)] = membership(*x, seed=seed, n_boot=n_boot, queries_per_image=fq,
                                                    backward_per_image=bq, access=access(kinds))
         x = [pixels(self.images[g][p]) for p in (0, 1) for g in pair]
-        rows["model-blind probe (pixels)"] = membership(*x, seed=seed, n_boot=n_boot, queries_per_image=0,
-                                                        backward_per_image=0, access="no model")
+        rows[BLIND_PROBE] = membership(*x, seed=seed, n_boot=n_boot, queries_per_image=0, backward_per_image=0,
+                                       access="no model")
         return rows
 
     def loss_threshold(self, ts: Sequence[int], members: str = "members", external: str = "external",
@@ -219,19 +237,18 @@ class Groups:
         """Where to spend a budget of forward queries: an L_t probe on the time steps of each window
         [a, a + window) of [0, T), every window cut to the budget of the smallest, against the same
         budget spread uniformly over [0, T); plus the model-blind row. {row name: metrics row}."""
-        windows = {f"[{a}, {a + window})": [t for t in ts if a <= t < a + window] for a in range(0, T, window)}
+        windows = {window_name(a, window): [t for t in ts if a <= t < a + window] for a in range(0, T, window)}
         budget = min(len(at) for at in windows.values())
         if budget == 0:
             raise ValueError(f"A window of {window} steps holds none of the time steps {list(ts)[:5]}…")
         chosen = {name: at[:budget] for name, at in windows.items()}
-        chosen["uniform over [0, T)"] = list(ts)[:: max(1, len(ts) // budget)][:budget]
+        chosen[UNIFORM] = list(ts)[:: max(1, len(ts) // budget)][:budget]
         rows = {}
         for name, at in chosen.items():
             x = [self.feats[g][p].matrix(["loss"], ts=at) for p in (0, 1) for g in (members, external)]
             rows[name] = membership(*x, seed=seed, n_boot=n_boot, queries_per_image=len(at), access="gray box")
         x = [pixels(self.images[g][p]) for p in (0, 1) for g in (members, external)]
-        rows["model-blind probe (pixels)"] = membership(*x, seed=seed, n_boot=n_boot, queries_per_image=0,
-                                                        access="no model")
+        rows[BLIND_PROBE] = membership(*x, seed=seed, n_boot=n_boot, queries_per_image=0, access="no model")
         return rows
 
 

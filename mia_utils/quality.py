@@ -21,6 +21,8 @@ import torch
 from .extraction import nearest_neighbours
 from .sampling import ddim_sample
 
+PIXEL = "pixel DDPM"  # the row of the pixel model beside the latent ones (chapter 05)
+
 
 def _covered(points: torch.Tensor, centres: torch.Tensor, k: int) -> float:
     """Share of ``points`` inside the union of k-NN balls around ``centres``."""
@@ -45,8 +47,8 @@ def latent_quality(pixel_samples: torch.Tensor, latents: dict, held_out: torch.T
 
     nan = float("nan")
     rows = {"real images (calibration non-members)": {**precision_recall(real, held_out, k), "reconstruction MSE": nan},
-            "pixel DDPM": {**precision_recall(pixel_samples, held_out, k), "reconstruction MSE": nan}}
-    samples = {"pixel DDPM": pixel_samples}
+            PIXEL: {**precision_recall(pixel_samples, held_out, k), "reconstruction MSE": nan}}
+    samples = {PIXEL: pixel_samples}
     for label, (model, codec) in latents.items():
         z = ddim_sample(model, n, num_inference_steps=ddim_steps, generator=torch.Generator().manual_seed(seed),
                         progress=False)

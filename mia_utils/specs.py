@@ -66,6 +66,14 @@ def load_ldm(spec, device: str | torch.device = "auto", batch_size: int = 256):
     return latent.load_ldm(folder(spec), device=device, batch_size=batch_size)
 
 
+def latent_label(spec) -> str:
+    """How a table names a latent model: ``β = 0.01`` (its VAE's β) for a zoo latent model, the
+    folder's name otherwise."""
+    if is_zoo(spec):
+        return f"β = {zoo.get_recipe(recipe(spec).vae).train.beta:g}"
+    return str(spec).rstrip("/").split("/")[-1]
+
+
 def load_target(spec, lora=None, device: str | torch.device = "auto", batch_size: int = 256, dtype: str = "fp32"):
     """``pipelines.load_pipeline`` on the spec's folder; a zoo LoRA model is its base's pipeline
     with the zoo folder as the adapter (``lora``: an adapter folder for any other spec)."""

@@ -136,3 +136,11 @@ def multiclass_table(rows: Mapping[str, dict]):
     } for name, r in rows.items()])
     figures = [c for c in frame.columns if c.startswith(("balanced accuracy", "recall: "))]
     return stacked(frame, key="probe", numbers=figures)
+
+
+def quality_table(rows: Mapping[str, dict]):
+    """Chapter 05's quality rows (``quality.latent_quality``): held-out reconstruction error,
+    precision and recall of each model's samples, three decimals."""
+    return (pd.DataFrame(rows).T[["reconstruction MSE", "precision", "recall"]]
+            .rename(columns={"reconstruction MSE": "reconstruction ‖x − D(μ(x))‖² (held-out)",
+                             "precision": "precision (realism)", "recall": "recall (coverage)"}).style.format("{:.3f}"))

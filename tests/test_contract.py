@@ -235,3 +235,25 @@ def test_content_hashes_of_a_batch_equal_each_image_alone(digits):
     x = digits[:5]
     assert mu.noise.content_hashes(x) == [mu.noise.content_hash(img) for img in x]
     assert len(set(mu.noise.content_hashes(torch.cat([x, x[:1]])))) == 5  # same content, same hash
+
+
+def test_measure_counts_every_model_once_and_checks_the_declaration(tiny_model, base_model, digits):
+    x = digits[:4]
+    with mu.harness.measure([tiny_model, base_model, tiny_model, None], len(x), declared=2, what="two") as cost:
+        tiny_model.eps(x, 5), base_model.eps(x, 5)
+    assert cost["queries_per_image"] == 2 and cost["seconds"] > 0 and cost["images_per_second"] > 0
+    assert tiny_model.queries == base_model.queries == 0  # the counters are left at zero
+    with pytest.raises(RuntimeError, match="two declares 3 queries per image but made 1"):
+        with mu.harness.measure([tiny_model], len(x), declared=3, what="two"):
+            tiny_model.eps(x, 5)
+
+
+def test_report_is_the_evaluation_row_with_thresholds_set_on_calibration(tiny_model, digits):
+    sets = _sets(digits)
+    s = {part: mu.attacks.sima.score(tiny_model, x, t=3) for part, x in sets.parts().items()}
+    row = mu.harness.report(s, n_boot=30, seed=2, setting="t=3", calibrate=(0.01, 0.15), access="gray box")
+    by_hand = mu.metrics.evaluate(s["members_eval"], s["nonmembers_eval"], n_boot=30, seed=2)
+    assert row["auc"] == by_hand["auc"] and row["auc_ci"] == by_hand["auc_ci"] and row["setting"] == "t=3"
+    for key, fpr in (("calibrated_at_1pct_fpr", 0.01), ("calibrated_at_15pct_fpr", 0.15)):
+        assert row[key] == mu.metrics.calibrated(s["members_cal"], s["nonmembers_cal"], s["members_eval"],
+                                                 s["nonmembers_eval"], fpr=fpr)

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from .. import metrics
 from ..attacks import noise_probe
 from ..data import MembershipSets
-from ..harness import PartViews, measure
+from ..harness import PartViews, evaluate, measure
 
 PROBE_METRICS = ("pixel MSE", "pixel SSIM", "latent MSE")
 
@@ -67,3 +67,67 @@ def noise_probe_guidance(target, base, sets: MembershipSets, guidances: Iterable
             rows[g][m].update(balanced_accuracy=accuracy(scores[float(assumed)][m], scores[g][m]),
                               own_threshold_accuracy=accuracy(scores[g][m], scores[g][m]))
     return {"rows": rows, "scores": scores}
+
+
+def base_spec(checkpoint, lora=None, base=None):
+    """The pipeline that inverts for the noise probe: ``base`` when given; under a LoRA, the
+    checkpoint itself without its adapter (the adapter's base); otherwise None (no noise probe)."""
+    if base is None and lora is not None:
+        return checkpoint
+    return base
+
+
+def probe_label(guidance: float, metric: str = "pixel MSE") -> str:
+    """The row name of the noise probe at generation guidance γ₁ (pixel MSE; another metric named)."""
+    return f"noise probe γ₁={guidance:g}" + ("" if metric == "pixel MSE" else f", {metric}")
+
+
+def attack_targets(targets: dict, base, sets: MembershipSets, attacks: dict, *, guidance: float,
+                   guidances: Iterable[float], base_guidance: float = 1.0, inversion_steps: int = 100,
+                   generation_steps: int = 50, sampled: tuple | None = None, n_boot: int = 1000,
+                   seed: int = 0) -> dict:
+    """Every attack of ``attacks`` ({label: (attack, grid, hyper)}) on each target of ``targets``
+    ({name: pipelines.Target}) with the images' captions, under the honest protocol; ``sampled``
+    (label, attack, grid, hyper) adds one attack on a sampled latent; with a ``base``, the noise
+    probe at every guidance of ``guidances`` (``noise_probe_guidance``), its rows at ``guidance``
+    among the target's. Returns {"results": {name: {label: evaluate's result}}, "rows": {name:
+    {label: honest row}}, "jitter": {name: noise_probe_guidance's result}}."""
+    results, rows, jitter = {}, {}, {}
+    for name, target in targets.items():
+        views = PartViews(target, sets, captions=True)
+        results[name] = {label: evaluate(attack, views, sets, grid, n_boot=n_boot, boot_seed=seed, **hyper)
+                         for label, (attack, grid, hyper) in attacks.items()}
+        if sampled is not None:  # the labelled variant: a sampled latent s·(μ + σ n), not the posterior mean
+            label, attack, grid, hyper = sampled
+            views = PartViews(target, sets, captions=True, mode="sample", seed=seed)
+            results[name][label] = evaluate(attack, views, sets, grid, n_boot=n_boot, boot_seed=seed, **hyper)
+        rows[name] = {label: r["honest"] for label, r in results[name].items()}
+        if base is not None:  # one inversion by the base (γ₂), a generation at every γ₁
+            jitter[name] = noise_probe_guidance(target, base, sets, guidances, guidance, base_guidance,
+                                                inversion_steps, generation_steps, n_boot=n_boot, seed=seed)
+            for metric, row in jitter[name]["rows"][float(guidance)].items():
+                rows[name][probe_label(guidance, metric)] = row
+    return {"results": results, "rows": rows, "jitter": jitter}
+
+
+def without_captions(targets: dict, base, sets: MembershipSets, attacks: dict, *, guidance: float,
+                     base_guidance: float = 1.0, inversion_steps: int = 100, generation_steps: int = 50,
+                     n_boot: int = 1000, seed: int = 0) -> dict:
+    """The attacks of ``attacks`` and (with a ``base``) the noise probe at ``guidance`` on each
+    target with the empty prompt for every image: what an auditor without the captions gets.
+    Returns {name: {label: honest row}}."""
+    out = {}
+    for name, target in targets.items():
+        views = PartViews(target, sets, captions=False)
+        out[name] = {label: evaluate(attack, views, sets, grid, n_boot=n_boot, boot_seed=seed, **hyper)["honest"]
+                     for label, (attack, grid, hyper) in attacks.items()}
+        if base is not None:
+            study = noise_probe_guidance(target, base, sets, [guidance], guidance, base_guidance, inversion_steps,
+                                         generation_steps, captions=False, n_boot=n_boot, seed=seed)
+            out[name][probe_label(guidance)] = study["rows"][float(guidance)]["pixel MSE"]
+    return out
+
+
+def flat(rows: dict, suffix: str = "") -> dict:
+    """{name: {label: row}} as {"name: label[suffix]": row}, the rows of chapter 07's metrics.json."""
+    return {f"{name}: {label}{suffix}": r for name, by in rows.items() for label, r in by.items()}
