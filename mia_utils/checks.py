@@ -24,6 +24,22 @@ def positive(name: str, value) -> float:
     return float(value)
 
 
+def like_default(name: str, value, default, error: type[Exception] = ValueError):
+    """``value`` when it has the type of the parameter's ``default`` (a number for a number, a
+    list for a list, a bool for a bool; anything where the default is None); otherwise ``error``
+    naming ``name``. ``-p`` values of ``mia-book audit`` and ``mia-book score`` are checked so: a
+    string "False" for a boolean is refused, not read as true."""
+    import json
+
+    number = isinstance(default, int | float) and not isinstance(default, bool)
+    kinds = (int, float) if number else (list, tuple) if isinstance(default, list | tuple) else type(default)
+    if default is not None and value is not None and (not isinstance(value, kinds)
+                                                        or (number and isinstance(value, bool))):
+        raise error(f"-p {name} {json.dumps(value)}: expected a {type(default).__name__} like the default "
+                    f"{json.dumps(default)}.")
+    return value
+
+
 def batch_size(value) -> int | None:
     """None (the model's) or a whole number >= 1."""
     return None if value is None else positive_int("batch_size", value)

@@ -45,7 +45,7 @@ import torch
 
 from . import attacks as _attacks
 from . import metrics, specs
-from .checks import positive_int
+from .checks import like_default, positive_int
 from .errors import CheckpointError, DataError
 from .images import check_shape, image_files, load_image_files
 from .io import write_frame_atomic, write_json_atomic
@@ -199,6 +199,8 @@ def prepare(checkpoint: str, attack: str, parameters: dict | None = None, images
     if unknown:
         raise ValueError(f"{att.name} has no parameter {', '.join(map(repr, unknown))}; its parameters are "
                          f"{', '.join(sorted(parameters_of(attack)))}.")
+    for k, v in parameters.items():  # "False" for a boolean is refused, not read as true
+        like_default(k, v, att.defaults[k])
     hyper = att.check_hyper(parameters)
     positive_int("--batch-size", batch_size), positive_int("--shard-size", shard_size)
     model = specs.load_model(checkpoint, device=device, batch_size=batch_size, dtype=dtype)

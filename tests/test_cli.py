@@ -160,13 +160,39 @@ def test_audit_bad_options_exit_2_with_one_line(tiny_checkpoint, tmp_path, capsy
 
 def test_a_reused_out_folder_is_refused_unless_overwritten(tmp_path):
     out = tmp_path / "r"
+    cli.audit.prepare_out(out, overwrite=False)  # a new report folder, marked as the audit's
     (out / "results" / "02_sima").mkdir(parents=True)
     (out / "results" / "02_sima" / "metrics.json").write_text("{}")
     (out / "summary.json").write_text("{}")
+    (out / "02_sima.ipynb").write_text("{}")
+    (out / "my_notes.ipynb").write_text("mine")  # the user's own, put beside the report
     with pytest.raises(ValueError, match="holds an earlier report .*--overwrite"):
         cli.audit.prepare_out(out, overwrite=False)
     cli.audit.prepare_out(out, overwrite=True)
-    assert out.is_dir() and not any(out.iterdir())  # nothing of the earlier run can mix in
+    # nothing of the earlier run can mix in; nothing of the user's is lost
+    assert sorted(p.name for p in out.rglob("*")) == [cli.audit.MARKER, "my_notes.ipynb", "results"]
+
+
+def test_overwrite_never_deletes_a_folder_no_audit_wrote(tmp_path):
+    """A user's project folder that happens to hold a summary.json, results/ and notebooks is
+    refused even with --overwrite, and every file stays (it lost them all before)."""
+    out = tmp_path / "myproject"
+    (out / "results" / "experiment1").mkdir(parents=True)
+    files = [out / "summary.json", out / "results" / "experiment1" / "important.csv", out / "analysis.ipynb",
+             out / "02_sima.ipynb"]
+    for f in files:
+        f.write_text("the user's")
+    (out / "results" / "02_sima").mkdir()
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match="holds files that no audit wrote there .*never deleted"):
+            cli.audit.prepare_out(out, overwrite=overwrite)
+    assert all(f.read_text() == "the user's" for f in files) and (out / "results" / "02_sima").is_dir()
+    # a folder of unrelated files is written into, and nothing in it is touched
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("x")
+    cli.audit.prepare_out(other, overwrite=True)
+    assert (other / "notes.txt").read_text() == "x"
 
 
 def test_parameters_are_read_from_the_cell_not_its_comments():
@@ -174,3 +200,25 @@ def test_parameters_are_read_from_the_cell_not_its_comments():
     assert params["ddpm_steps"] == 1000 and params["checkpoint"] == "zoo:digits-ddpm"
     assert cli.policy.time_steps({"ts": [0, 5, 300], "t_loss": 50, "secmi_grid": [[100, 10]], "n_noise": 4}) == [0, 5, 300,
                                                                                                           50, 100, 10]
+
+
+def test_an_audit_whose_chosen_chapters_all_do_not_apply_is_refused(tmp_path, capsys):
+    """A text-to-image model with --chapters 02: exit 2 naming the chapters that apply (it exited 0
+    with an empty summary). The kind is read from the zoo recipe: nothing is trained or loaded."""
+    t2i = "zoo:digits-t2i-full"
+    assert cli.main(["audit", "--checkpoint", t2i, "--members", f"{t2i}/members", "--nonmembers",
+                     f"{t2i}/nonmembers", "--chapters", "02", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "No chosen chapter (02) applies to this text-to-image model" in err and "--chapters 07" in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("value", ["False", "no", 0, [1]])
+def test_score_type_checks_its_parameters_as_audit_does(value, capsys):
+    """-p noisy False ran the noisy variant (a non-empty string is true); now one sentence, exit 2,
+    before any model is loaded."""
+    argv = ["score", "--checkpoint", "zoo:nonexistent-never-loaded", "--attack", "sima", "-p", "noisy",
+            json.dumps(value) if not isinstance(value, str) else value, "--images", ".", "--out", "x.csv"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "-p noisy" in err and "expected a bool like the default false" in err, err

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from .. import data, evidence, nbrun, specs
-from ..checks import positive_int
+from ..checks import like_default, positive_int
 from ..errors import CheckpointError
 from ..images import folder_images
 from ..io import write_text_atomic
@@ -106,28 +106,42 @@ def check_parameters(sources: list[Path], parameters: dict) -> None:
         valid = ", ".join(sorted(set(declared) - set(OWN)))
         raise ValueError(f"-p {unknown[0]}: no chosen chapter has this parameter; theirs are {valid}.")
     for k, v in parameters.items():
-        default = declared[k]
-        kinds = (int, float) if isinstance(default, int | float) and not isinstance(default, bool) else type(default)
-        if default is not None and v is not None and not isinstance(v, kinds):
-            raise ValueError(f"-p {k} {json.dumps(v)}: expected a {type(default).__name__} like the default "
-                             f"{json.dumps(default)}.")
+        like_default(k, v, declared[k])
+
+
+MARKER = ".mia-book-audit"  # written into every report folder: only such a folder is ever cleared
+
+
+def _report_files(out: Path) -> list[Path]:
+    """What an audit writes into ``out``: the summary, the chapters' results and notebooks."""
+    stems = [p.stem for p in nbrun.chapters()]
+    found = [out / "summary.json", out / "summary.html", *(out / "results" / s for s in stems),
+             *(out / f"{s}.ipynb" for s in stems)]
+    return [p for p in found if p.exists() or p.is_symlink()]
 
 
 def prepare_out(out: Path, overwrite: bool) -> None:
     """A report folder that holds nothing of an earlier run: refused when it does, unless ``overwrite``
-    (which removes the earlier report first, so that no old number can mix into the new one)."""
+    (which removes the earlier report first, so that no old number can mix into the new one).
+
+    Only a folder an audit wrote (its ``MARKER`` file) is ever cleared, and then only of what an
+    audit writes (``_report_files``): a user's own files in it, or a folder of the user's that
+    merely holds a ``summary.json``, are never deleted."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} is a file: name a folder for the report.")
-    earlier = [p for p in ("summary.json", "summary.html", "results") if (out / p).exists()]
+    earlier = _report_files(out) if out.is_dir() else []
     if earlier:
+        names = ", ".join(str(p.relative_to(out)) for p in earlier[:3])
+        if not (out / MARKER).is_file():
+            raise ValueError(f"--out {str(out)!r} holds files that no audit wrote there ({names}): they are never "
+                             "deleted; choose a new or empty folder.")
         if not overwrite:
-            raise ValueError(f"--out {str(out)!r} holds an earlier report ({', '.join(earlier)}): choose another "
+            raise ValueError(f"--out {str(out)!r} holds an earlier report ({names}): choose another "
                              "folder, or pass --overwrite to replace it.")
         for p in earlier:
-            shutil.rmtree(out / p) if (out / p).is_dir() else (out / p).unlink()
-        for nb in out.glob("*.ipynb"):
-            nb.unlink()
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
     out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("a report folder written by mia-book audit: --overwrite clears only what it wrote\n")
 
 
 def audit(checkpoint: str, members: str, nonmembers: str, out: str | Path = "audit",
@@ -145,7 +159,13 @@ def audit(checkpoint: str, members: str, nonmembers: str, out: str | Path = "aud
     sources = choose_chapters(chapters)
     check_parameters(sources, parameters)
     kind = specs.kind_of(checkpoint)
+    chosen = sources
     sources, skipped = plan(sources, checkpoint, parameters, kind)
+    if not sources:
+        applicable = [p.name[:2] for p in plan(choose_chapters(None), checkpoint, parameters, kind)[0]]
+        raise ValueError(f"No chosen chapter ({', '.join(p.name[:2] for p in chosen)}) applies to this {kind} "
+                         f"model: {'; '.join(f'{k} needs {v}' for k, v in skipped.items())}. The chapters that do: "
+                         f"{', '.join(applicable) or 'none'} (--chapters {','.join(applicable)}).")
     if lora is not None and kind != "text-to-image":
         raise CheckpointError(f"--lora applies to a text-to-image pipeline; {checkpoint} is a {kind} model.")
     declared = {}
