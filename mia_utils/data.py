@@ -17,7 +17,7 @@ import torch
 from .checks import positive_int
 from .datasets import dataset_captions, load_dataset
 from .errors import DataError
-from .images import folder_images, image_hashes, read_captions
+from .images import METADATA, folder_images, image_hashes, read_captions
 
 SPLIT_NAMES = ("members_cal", "members_eval", "nonmembers_cal", "nonmembers_eval", "public")
 
@@ -273,8 +273,14 @@ def load_membership_sets(members, nonmembers, model=None, n_eval: int | None = N
                 caps[label] = (caps[label][0], caps[label][1][:n_eval])
         parts[label] = (cal, ev)
         names[label] = cal_names + ev_names
+    folders = not isinstance(members, (CutPart, tuple)) and not isinstance(nonmembers, (CutPart, tuple))
+    given = [label for label in ("members", "nonmembers") if caps[label] is not None]
+    if folders and len(given) == 1:  # one folder captioned, the other prompted with "": caption attacks skewed
+        other = "nonmembers" if given[0] == "members" else "members"
+        raise DataError(f"The {given[0]} have captions ({METADATA}) but the {other} have none: caption both sets "
+                        f"(put a {METADATA} in {str(nonmembers if other == 'nonmembers' else members)!r}) or neither.")
     captions = None
-    if caps["members"] is not None or caps["nonmembers"] is not None:  # a side without: empty prompts
+    if caps["members"] is not None or caps["nonmembers"] is not None:
         captions = {}
         for label in ("members", "nonmembers"):
             cal, ev = parts[label]

@@ -88,7 +88,7 @@ def image_files(path: str | Path, recursive: bool = False) -> list[Path]:
 
 def _read_image(f: Path, size, channels) -> np.ndarray:
     """One PNG/JPEG as float32 [C, H, W] in 0..1 (``_pixels``), or a DataError naming the file."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     if f.suffix.lower() not in IMAGE_SUFFIXES:
         raise DataError(f"{str(f)!r} is not a PNG or JPEG image: remove it from the folder.")
@@ -97,6 +97,9 @@ def _read_image(f: Path, size, channels) -> np.ndarray:
             if Image.MAX_IMAGE_PIXELS and im.width * im.height > Image.MAX_IMAGE_PIXELS:
                 raise Image.DecompressionBombError(f"{im.width}x{im.height} pixels")
             im.load()
+            # the orientation a camera recorded (EXIF 274), applied as diffusers' load_image and the
+            # fine-tuning scripts apply it: the model trained on the upright image
+            im = ImageOps.exif_transpose(im)
             hw = None if size is None else (size, size) if isinstance(size, int) else tuple(size)
             arr = _pixels(im, channels, hw)
     except Image.DecompressionBombError as err:
@@ -204,8 +207,10 @@ def read_captions(folder: str | Path, files: Sequence[str]) -> list[str] | None:
     (Hugging Face's imagefolder convention: one ``{"file_name": ..., "text": ...}`` per line), or
     None when the folder has no such file. Every image needs one caption and every caption an image."""
     path = Path(folder) / METADATA
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return None
+    if not path.is_file():  # a link to /dev/zero, a fifo, a folder: never read, never taken as absent
+        raise DataError(f"{path} is not a regular file: replace it with the captions file or remove it.")
     captions: dict[str, str] = {}
     for i, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():

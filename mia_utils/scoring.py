@@ -113,10 +113,16 @@ def list_items(images: str | None = None, members: str | None = None, nonmembers
 
 def weights_hash(folder: str | Path) -> str:
     """SHA-256 over every safetensors file of a checkpoint folder (relative path, then bytes),
-    in sorted order: which weights scored, whatever the folder is called."""
+    in sorted order: which weights scored, whatever the folder is called.
+
+    Only regular files that lie inside the folder count: a link to a device (``/dev/zero``, which
+    hung the hash at 100 % CPU) or to a file outside the folder is not a weight of this checkpoint
+    and is never read (diffusers loads the components' own files, which are regular)."""
     folder = Path(folder)
+    root = folder.resolve()
     h = hashlib.sha256()
-    files = sorted(folder.rglob("*.safetensors"), key=lambda p: p.relative_to(folder).as_posix())
+    files = sorted((f for f in folder.rglob("*.safetensors") if f.resolve().is_relative_to(root) and f.is_file()),
+                   key=lambda p: p.relative_to(folder).as_posix())
     if not files:
         raise CheckpointError(f"{str(folder)!r} holds no safetensors weights.")
     for f in files:

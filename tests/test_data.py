@@ -214,3 +214,19 @@ def test_idx_reader_refuses_a_non_byte_file(tmp_path):
     bad.write_bytes(gzip.compress((0x0D03).to_bytes(4, "big") + bytes(12)))  # 0x0D: float IDX
     with pytest.raises(mu.DataError, match="unsigned-byte IDX"):
         mu.datasets._read_idx(bad)
+
+
+def test_a_camera_s_orientation_is_applied(tmp_path, digits):
+    """A JPEG/PNG with EXIF Orientation 6 (rotate 90° clockwise to view) is read upright, as
+    diffusers' load_image and the fine-tuning scripts read it (it was scored unrotated)."""
+    from PIL import Image
+
+    upright = mu.images.to_uint8(digits[:1])[0, 0]
+    upright = np.kron(upright, np.ones((2, 2), dtype=np.uint8))  # 16x16
+    stored = np.rot90(upright, k=1)  # what the camera wrote: upright = stored rotated 90° clockwise
+    exif = Image.Exif()
+    exif[274] = 6
+    Image.fromarray(np.ascontiguousarray(stored)).save(tmp_path / "rotated.png", exif=exif)
+    Image.fromarray(upright).save(tmp_path / "plain.png")
+    read = mu.images.load_image_files([tmp_path / "rotated.png", tmp_path / "plain.png"])
+    assert torch.equal(read[0], read[1])

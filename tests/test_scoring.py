@@ -225,3 +225,15 @@ def test_every_attack_of_the_book_is_reachable(folders):
             extra = {"base": model} if base else {}
             np.testing.assert_allclose(rows["score"], mu.attacks.get(name)(model, images, **params, **extra),
                                        rtol=1e-5)
+
+
+def test_weights_hash_reads_only_regular_files_inside_the_folder(tiny_checkpoint, tmp_path):
+    """A link to /dev/zero hung the hash at 100 % CPU; a link to a file outside the folder is not
+    a weight of this checkpoint either (the module's tiny checkpoint is not needed here)."""
+    (tmp_path / "ckpt" / "unet").mkdir(parents=True)
+    (tmp_path / "ckpt" / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"weights")
+    before = scoring.weights_hash(tmp_path / "ckpt")
+    (tmp_path / "outside.safetensors").write_bytes(b"other")
+    (tmp_path / "ckpt" / "unet" / "extra.safetensors").symlink_to("/dev/zero")
+    (tmp_path / "ckpt" / "unet" / "more.safetensors").symlink_to(tmp_path / "outside.safetensors")
+    assert scoring.weights_hash(tmp_path / "ckpt") == before

@@ -252,10 +252,21 @@ def test_captions_come_from_metadata_jsonl(tmp_path, digits):
     folder, files = _folder(tmp_path, digits, lambda fs: [{"file_name": f, "text": f"cap {f}"} for f in reversed(fs)])
     assert mu.images.read_captions(folder, files) == [f"cap {f}" for f in files]
     other = mu.images.save_image_folder(digits[10:14], tmp_path / "plain")
+    # one side captioned, the other not: refused (the members got their captions, the non-members
+    # the empty prompt, and CLiD read the difference: 0.406 -> 0.688)
+    with pytest.raises(mu.data.DataError, match="members have captions .* but the nonmembers have none"):
+        mu.data.load_membership_sets(folder, other, calibration_fraction=0.5)
+    (other / "metadata.jsonl").write_text("".join(json.dumps({"file_name": p.name, "text": ""}) + "\n"
+                                                  for p in sorted(other.glob("*.png"))))
     sets = mu.data.load_membership_sets(folder, other, calibration_fraction=0.5)
     members = sets.captions_of("members")
     assert sorted(members) == sorted(f"cap {f}" for f in files)
-    assert sets.captions_of("nonmembers") == [""] * 4  # no metadata.jsonl: the empty prompt
+    assert sets.captions_of("nonmembers") == [""] * 4  # captioned with the empty prompt, on purpose
+    # a metadata.jsonl that is no regular file is an error, not "no captions"
+    (other / "metadata.jsonl").unlink()
+    (other / "metadata.jsonl").symlink_to("/dev/zero")
+    with pytest.raises(mu.data.DataError, match="metadata.jsonl is not a regular file"):
+        mu.images.read_captions(other, [p.name for p in sorted(other.glob("*.png"))])
     # each caption stays with its image through the seeded split
     by_hash = dict(zip(mu.images.image_hashes(digits[:4]), (f"cap {f}" for f in files)))
     assert [by_hash[h] for h in mu.images.image_hashes(sets.members())] == members
