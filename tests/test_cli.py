@@ -114,10 +114,18 @@ def test_audit_skips_chapters_that_need_the_auditors_own_models(tiny_checkpoint,
     argv = ["audit", "--checkpoint", str(tiny_checkpoint["checkpoint"]), "--members", str(tiny_checkpoint["members"]),
             "--nonmembers", str(tiny_checkpoint["nonmembers"]), "--chapters", "05,06", "--device", "cpu",
             "--out", str(tmp_path / "report")]
+    # every chosen chapter needs what only the auditor has: one sentence naming each need and the
+    # chapters that do apply, exit 2, nothing written (it wrote an empty report and exited 0)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "No chosen chapter (05, 06) applies" in err and "-p base DIR" in err and "--chapters 00,01,02,03,04,08" in err
+    assert not (tmp_path / "report").exists()
+    argv[argv.index("05,06")] = "02,06"  # one that applies: it runs, the other is listed with its need
+    for k, v in TINY["02_sima"].items():
+        argv += ["-p", k, json.dumps(v)]
     assert cli.main(argv) == 0
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
-    assert set(summary["skipped"]) == {"05_latent", "06_noise_probe"} and summary["rows"] == []
-    assert "skipped" in capsys.readouterr().out
+    assert set(summary["skipped"]) == {"06_noise_probe"} and {r["chapter"] for r in summary["rows"]} == {"02_sima"}
     assert "skipped, it needs" in (tmp_path / "report" / "summary.html").read_text()
 
 

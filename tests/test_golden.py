@@ -10,13 +10,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import mia_utils as mu
 
 from .conftest import tiny_unet
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "attacks.json").read_text())
-RTOL = 1e-5  # float32 kernels may round differently on another CPU; on this one the values are bitwise equal
+# Written and checked on one intra-op thread (as the xdist workers run): bitwise equal here. The
+# tolerances leave room for another CPU's float32 kernels; a silent change of a score is far larger.
+RTOL, ATOL = 1e-4, 1e-8
+# A log-norm below this is the log of a gradient that is zero up to rounding (a bias the softmax
+# does not see, an untrained layer): its value is rounding noise, compared as "tiny" only.
+TINY_LOG = -20.0
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +55,16 @@ def test_scores_are_the_golden_ones(name, fixed):
     hyper = _hyper(name)
     if "base" in mu.attacks.get(name).needs:
         hyper["base"] = base
-    np.testing.assert_allclose(mu.attacks.get(name)(model, x, **hyper), GOLDEN["values"][name], rtol=RTOL)
+    np.testing.assert_allclose(mu.attacks.get(name)(model, x, **hyper), GOLDEN["values"][name], rtol=RTOL,
+                               atol=ATOL)
 
 
 @pytest.mark.parametrize("name", sorted(mu.attacks.FEATURE_ATTACKS))
 def test_features_are_the_golden_ones(name, fixed):
     model, _, x = fixed
     f, names = mu.attacks.get(name)(model, x, **_hyper(name))
-    golden = GOLDEN["values"][name]
-    assert names[:3] == golden["names_head"]
-    np.testing.assert_allclose(f.sum(1), golden["row_sums"], rtol=RTOL)
-    np.testing.assert_allclose(f[0, :8], golden["first_row"], rtol=RTOL, atol=1e-6)
+    golden = np.asarray(GOLDEN["values"][name]["features"])
+    assert names == GOLDEN["values"][name]["names"] and f.shape == golden.shape
+    sound = golden > TINY_LOG
+    np.testing.assert_allclose(f[sound], golden[sound], rtol=RTOL, atol=ATOL)
+    assert (f[~sound] < TINY_LOG / 2).all()  # zero gradients stay (numerically) zero
