@@ -71,7 +71,8 @@ class Attack:
         """The declared cost: model queries per image (every model it queries, the base included)."""
         return int(self.cost(self.check_hyper(hyper)))
 
-    def __call__(self, model, images, **hyper) -> np.ndarray:
+    def __call__(self, model, images, **hyper):
+        """The scores (a feature attack: the features and their names) of ``images``."""
         self.check_hyper(hyper)
         return self.score(model, images, **hyper)
 
@@ -101,52 +102,30 @@ ATTACKS: dict[str, Attack] = {a.name: a for a in [
 
 
 @dataclass(frozen=True)
-class FeatureAttack:
-    """A registered feature attack: ``features(model, images, **hyper) -> (matrix [N, F], names)``,
-    its access level, its declared cost (queries and backward passes per image); a probe trained
-    on labelled calibration images turns the features into scores."""
+class FeatureAttack(Attack):
+    """A registered feature attack: its ``score`` field is the feature function,
+    ``(model, images, **hyper) -> (matrix [N, F], names)``; beside the access level and the
+    declared queries per image it declares its ``backward`` passes per image. A probe trained on
+    labelled calibration images turns the features into scores (``harness.evaluate`` refuses it)."""
 
-    name: str
-    title: str
-    features: Callable[..., tuple[np.ndarray, list[str]]]
-    access: str
-    cost: Callable[[dict], int]      # queries per image
-    backward: Callable[[dict], int]  # backward passes per image
-    paper: str
-    needs: tuple[str, ...] = field(default_factory=tuple)
-
-    def __post_init__(self):
-        if self.access not in ACCESS:
-            raise ValueError(f"access must be one of {ACCESS}, not {self.access!r}.")
+    backward: Callable[[dict], int] = lambda h: 0  # backward passes per image
 
     @property
-    def defaults(self) -> dict:
-        """The feature function's keyword defaults (its hyper-parameters)."""
-        return keyword_defaults(self.features)
-
-    def check_hyper(self, hyper: dict) -> dict:
-        """``hyper`` with the defaults filled in; an error listing the valid names for an unknown one."""
-        return Attack.check_hyper(self, hyper)
-
-    def queries_per_image(self, **hyper) -> int:
-        """The declared cost: model queries per image."""
-        return int(self.cost(self.check_hyper(hyper)))
+    def features(self) -> Callable[..., tuple[np.ndarray, list[str]]]:
+        """The feature function (the ``score`` field)."""
+        return self.score
 
     def backward_per_image(self, **hyper) -> int:
         """The declared backward passes per image."""
         return int(self.backward(self.check_hyper(hyper)))
 
-    def __call__(self, model, images, **hyper) -> tuple[np.ndarray, list[str]]:
-        self.check_hyper(hyper)
-        return self.features(model, images, **hyper)
-
 
 FEATURE_ATTACKS: dict[str, FeatureAttack] = {a.name: a for a in [
     FeatureAttack("trajectory", "trajectory features + probe", trajectory.features, "white box",
-                  lambda h: len(h["ts"]), lambda h: len(h["ts"]) * sum(k.startswith("grad") for k in h["kinds"]),
-                  "floros2025tracing"),
-    FeatureAttack("gsa", "GSA + probe", gsa.feature_matrix, "white box", lambda h: len(h["ts"]),
-                  lambda h: 1 if h["mode"] == "gsa1" else len(h["ts"]), "pang2025gsa"),
+                  lambda h: len(h["ts"]), "floros2025tracing",
+                  backward=lambda h: len(h["ts"]) * sum(k.startswith("grad") for k in h["kinds"])),
+    FeatureAttack("gsa", "GSA + probe", gsa.feature_matrix, "white box", lambda h: len(h["ts"]), "pang2025gsa",
+                  backward=lambda h: 1 if h["mode"] == "gsa1" else len(h["ts"])),
 ]}
 
 REGISTRY: dict[str, Attack | FeatureAttack] = {**ATTACKS, **FEATURE_ATTACKS}
