@@ -263,6 +263,15 @@ def check_shards(out: Path, run: Run, overwrite: bool) -> None:
                              f"{', '.join(diff)}): they are not mixed in. Delete the folder, or pass --overwrite.")
 
 
+def _shard_matches(rows: pd.DataFrame, items: list[Item], run: Run) -> bool:
+    """An earlier shard is taken only when its rows are those of ``items`` as they are now: the same
+    paths and splits in order, and the content hash of each image read again (decoding only, no
+    query). A shard copied over another, or an image replaced after the kill, is scored again."""
+    if list(rows["path"]) != [it.path for it in items] or list(rows["split"]) != [it.split for it in items]:
+        return False
+    return list(rows["content_sha256"]) == content_hashes(run.load(items))
+
+
 def _read_shard(path: Path, run_id: str) -> pd.DataFrame:
     df = pd.read_parquet(path)
     if set(df["run"]) != {run_id}:
@@ -351,13 +360,19 @@ def score(checkpoint: str, attack: str, out: str | Path, parameters: dict | None
                f"in {len(shards)} shard(s) over {state.num_processes} process(es); run {run.run_id}")
     done, computed, t0 = [], 0, time.perf_counter()
     with state.split_between_processes(list(range(len(shards)))) as mine:
-        todo = []
+        todo, stale = [], []
         for k in mine:
             path = folder / f"shard-{k:05d}.parquet"
-            if path.is_file():  # finished by an earlier, interrupted run
-                done.append((k, _read_shard(path, run.run_id)))
+            earlier = _read_shard(path, run.run_id) if path.is_file() else None  # an interrupted run's
+            if earlier is not None and _shard_matches(earlier, shards[k], run):
+                done.append((k, earlier))
             else:
                 todo.append(k)
+                if earlier is not None:
+                    stale.append(k)
+        if stale:
+            report(f"[score] {len(stale)} earlier shard(s) ({', '.join(map(str, stale[:5]))}) do not match the images "
+                   "as they are now (another shard's rows, or an image replaced since): scored again")
         # the next shard is read from disk while this one is scored
         with ThreadPoolExecutor(1) as reader:
             ahead = reader.submit(run.load, shards[todo[0]]) if todo else None

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 import mia_utils as mu
 from mia_utils import cli, metrics, scoring
@@ -237,3 +238,37 @@ def test_weights_hash_reads_only_regular_files_inside_the_folder(tiny_checkpoint
     (tmp_path / "ckpt" / "unet" / "extra.safetensors").symlink_to("/dev/zero")
     (tmp_path / "ckpt" / "unet" / "more.safetensors").symlink_to(tmp_path / "outside.safetensors")
     assert scoring.weights_hash(tmp_path / "ckpt") == before
+
+
+def test_resumed_shards_are_checked_against_the_images_as_they_are_now(folders, tmp_path, monkeypatch):
+    """A shard copied over another (16 images duplicated and 16 missing, exit 0, before) and an
+    image replaced after the kill (its stale hash and score kept, before) are both scored again."""
+    mine = {k: str(tmp_path / k) for k in ("members", "nonmembers", "images")}
+    for k in mine:
+        shutil.copytree(folders[k], mine[k])
+    mine["checkpoint"] = folders["checkpoint"]
+    real, calls = scoring.Run.score, {"n": 0}
+
+    def dies_after_three(self, items, images=None):
+        calls["n"] += 1
+        if calls["n"] > 4:  # prepare()'s one-image check, then three shards
+            raise KeyboardInterrupt("killed")
+        return real(self, items, images)
+
+    monkeypatch.setattr(scoring.Run, "score", dies_after_three)
+    out = tmp_path / "s.parquet"
+    with pytest.raises(KeyboardInterrupt):
+        _score(mine, out, shard_size=4)
+    monkeypatch.setattr(scoring.Run, "score", real)
+    shards = tmp_path / "s.parquet.shards"
+    shutil.copy(shards / "shard-00000.parquet", shards / "shard-00001.parquet")  # a shard over another
+    first = pd.read_parquet(shards / "shard-00002.parquet").iloc[0]  # an image of shard 2, replaced
+    assert first["split"] == "member"
+    image = Path(mine["members"]) / first["path"]
+    Image.open(image).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(image)
+    lines = []
+    rows = pd.read_parquet(_score(mine, out, shard_size=4, report=lines.append))
+    assert any("2 earlier shard(s) (1, 2) do not match" in line for line in lines), lines
+    assert not rows.duplicated(["split", "path"]).any() and len(rows) == 58
+    fresh = pd.read_parquet(_score(mine, tmp_path / "fresh.parquet", shard_size=4))  # no earlier shards
+    pd.testing.assert_frame_equal(rows, fresh)
