@@ -61,6 +61,15 @@ def check_no_leakage(near: bool = True, **sets) -> None:
 NEAR_DUPLICATE_TOL = 0.02  # mean |Δ| on [-1, 1] after reduction (measured: near_duplicates' docstring)
 
 
+def thumbnails(images: torch.Tensor, side: int = 16) -> torch.Tensor:
+    """The form ``near_duplicates`` compares: grey, area-averaged to ``side`` x ``side`` (or the
+    images' own size when smaller), [N, 1, s, s]. Comparing thumbnails gives the same pairs as
+    comparing the images (the pooling of a thumbnail to its own size is the identity), so a caller
+    that reads many images in chunks keeps only these."""
+    g = images.float().mean(1, keepdim=True)
+    return torch.nn.functional.adaptive_avg_pool2d(g, min(side, g.shape[-2], g.shape[-1]))
+
+
 def near_duplicates(a: torch.Tensor, b: torch.Tensor, tol: float = NEAR_DUPLICATE_TOL,
                     side: int = 16) -> list[tuple[int, int, float]]:
     """Pairs (i, j, d) of images of ``a`` and ``b`` that are near-copies of each other.
@@ -74,12 +83,7 @@ def near_duplicates(a: torch.Tensor, b: torch.Tensor, tol: float = NEAR_DUPLICAT
     """
     if len(a) == 0 or len(b) == 0:
         return []
-
-    def reduce(x: torch.Tensor) -> torch.Tensor:
-        g = x.float().mean(1, keepdim=True)
-        return torch.nn.functional.adaptive_avg_pool2d(g, min(side, g.shape[-2], g.shape[-1])).flatten(1)
-
-    ra, rb = reduce(a), reduce(b)
+    ra, rb = thumbnails(a, side).flatten(1), thumbnails(b, side).flatten(1)
     if ra.shape[1] != rb.shape[1]:
         return []
     out = []

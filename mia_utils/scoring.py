@@ -46,6 +46,7 @@ import torch
 from . import attacks as _attacks
 from . import metrics, specs
 from .checks import like_default, positive_int
+from .data import near_duplicates, thumbnails
 from .errors import CheckpointError, DataError
 from .images import check_shape, image_files, load_image_files
 from .io import write_frame_atomic, write_json_atomic
@@ -230,6 +231,7 @@ def prepare(checkpoint: str, attack: str, parameters: dict | None = None, images
     fingerprint["images_sha256"] = hashlib.sha256("\n".join(f"{it.split}\t{it.root}\t{it.path}"
                                                             for it in items).encode()).hexdigest()
     run = Run(model, att, fingerprint["parameters"], call, items, fingerprint, shard_size, resize)
+    _check_no_near_copies(run)
     run.score(items[:1])  # one image through the whole attack: bad parameters fail before anything is written
     run.queries(reset=True)
     return run
@@ -421,6 +423,26 @@ def score(checkpoint: str, attack: str, out: str | Path, parameters: dict | None
         report("[score] no labelled images: the features are written, but no probe scores them (give --members and "
                "--nonmembers).")
     return out
+
+
+def _check_no_near_copies(run: Run) -> None:
+    """No non-member may be a near-copy of a member (a JPEG re-save, a slight resize): the check
+    the audit makes (``data.near_duplicates``, its tolerance), on thumbnails read shard by shard so
+    that a large labelled set is never held whole. Exact copies are refused from the rows' hashes."""
+    thumbs = {}
+    for split in ("member", "nonmember"):
+        items = [it for it in run.items if it.split == split]
+        chunks = [items[i:i + run.shard_size] for i in range(0, len(items), run.shard_size)]
+        thumbs[split] = (torch.cat([thumbnails(run.load(c)) for c in chunks]) if chunks else None, items)
+    (m, m_items), (n, n_items) = thumbs["member"], thumbs["nonmember"]
+    if m is None or n is None:
+        return
+    pairs = [p for p in near_duplicates(m, n) if p[2] > 0]  # identical pixels: _check_no_overlap names them
+    if pairs:
+        i, j, d = pairs[0]
+        raise DataError(f"{len(pairs)} near-duplicate pair(s) across the members and the non-members, e.g. "
+                        f"{m_items[i].file} and {n_items[j].file} (mean absolute pixel difference {d:.4f} on [-1, 1]): "
+                        "a re-encoded or resized copy of a member is not a non-member; remove it from one side.")
 
 
 def _check_no_overlap(rows: pd.DataFrame) -> None:

@@ -272,3 +272,22 @@ def test_resumed_shards_are_checked_against_the_images_as_they_are_now(folders, 
     assert not rows.duplicated(["split", "path"]).any() and len(rows) == 58
     fresh = pd.read_parquet(_score(mine, tmp_path / "fresh.parquet", shard_size=4))  # no earlier shards
     pd.testing.assert_frame_equal(rows, fresh)
+
+
+def test_a_re_encoded_member_among_the_non_members_is_refused_as_audit_refuses_it(folders, tmp_path):
+    """A JPEG (q95) copy of a member among --nonmembers passed score's exact-hash check; the audit
+    refused the same folders. Both now use data.near_duplicates."""
+    nonmembers = tmp_path / "nonmembers"
+    shutil.copytree(folders["nonmembers"], nonmembers)
+    member = sorted(Path(folders["members"]).glob("*.png"))[3]
+    Image.open(member).convert("L").save(nonmembers / "copy.jpg", quality=95)
+    with pytest.raises(mu.data.DataError, match=r"near-duplicate pair\(s\) across the members and the non-members, "
+                                                r"e\.g\. .*img_00003\.png and .*copy\.jpg"):
+        scoring.score(folders["checkpoint"], "sima", tmp_path / "s.csv", {"t": 20}, members=folders["members"],
+                      nonmembers=str(nonmembers), device="cpu", report=lambda s: None)
+    with pytest.raises(mu.data.DataError, match="near-duplicate"):  # the audit's own check, same verdict
+        mu.load_membership_sets(folders["members"], str(nonmembers))
+    # the thumbnails give the pairs the images give
+    x = mu.images.load_image_folder(folders["members"])
+    y = mu.images.load_image_folder(nonmembers)
+    assert mu.data.near_duplicates(mu.data.thumbnails(x), mu.data.thumbnails(y)) == mu.data.near_duplicates(x, y)
