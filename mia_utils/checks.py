@@ -6,6 +6,7 @@ hyper-parameters, the loaders' batch sizes, the data's ``n_eval`` and the comman
 
 from __future__ import annotations
 
+import json
 import numbers
 
 
@@ -29,8 +30,6 @@ def like_default(name: str, value, default, error: type[Exception] = ValueError)
     list for a list, a bool for a bool; anything where the default is None); otherwise ``error``
     naming ``name``. ``-p`` values of ``mia-book audit`` and ``mia-book score`` are checked so: a
     string "False" for a boolean is refused, not read as true."""
-    import json
-
     number = isinstance(default, int | float) and not isinstance(default, bool)
     kinds = (int, float) if number else (list, tuple) if isinstance(default, list | tuple) else type(default)
     if default is not None and value is not None and (not isinstance(value, kinds)

@@ -169,10 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "audit":
             audit.audit(args.checkpoint, args.members, args.nonmembers, out=args.out,
-                  chapters=args.chapters.split(",") if args.chapters is not None else None, device=args.device,
-                  n_eval=args.n_eval, batch_size=args.batch_size, seed=args.seed,
-                  parameters=parse_params(args.parameter), resize=args.resize, overwrite=args.overwrite,
-                  suspect=args.suspect, lora=args.lora)
+                        chapters=args.chapters.split(",") if args.chapters is not None else None,
+                        device=args.device, n_eval=args.n_eval, batch_size=args.batch_size, seed=args.seed,
+                        parameters=parse_params(args.parameter), resize=args.resize, overwrite=args.overwrite,
+                        suspect=args.suspect, lora=args.lora)
         elif args.cmd == "zoo":
             _zoo(args)
         elif args.cmd == "book":
