@@ -175,11 +175,24 @@ def evaluate(members, nonmembers, n_boot: int = 1000, seed: int = 0, **extra) ->
     return out
 
 
+def resolvable(n_nonmembers: int, fpr: float) -> bool:
+    """Whether ``n_nonmembers`` can measure a TPR at ``fpr``: at least one false positive fits
+    (n · FPR >= 1). Below that, the TPR "at" the FPR is read off the ROC between FPR 0 and the
+    first false positive: an interpolation, not a measurement."""
+    return n_nonmembers * check_fpr(fpr) >= 1
+
+
 def format_ci(row: dict, key: str, pct: bool = False) -> str:
     """"0.970 [0.953, 0.984]" (or, with ``pct``, "54.2 [40.1, 77.7]" in percent) for a row of
-    ``evaluate``; the value alone when the row has no interval, "" when it lacks the key."""
+    ``evaluate``; the value alone when the row has no interval, "" when it lacks the key.
+
+    A TPR at an FPR target (``FPR_TARGETS``) that the row's non-members cannot resolve
+    (``resolvable``) is "— (n=171 < 1/FPR)": no number, and the reason."""
     if key not in row:
         return ""
+    n = row.get("n_nonmembers")
+    if key in FPR_TARGETS and n is not None and not resolvable(n, FPR_TARGETS[key]):
+        return f"— (n={n} < 1/FPR)"
     scale, digits = (100, 1) if pct else (1, 3)
     text = f"{row[key] * scale:.{digits}f}"
     ci = row.get(f"{key}_ci")

@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
+import mia_utils as mu
 from mia_utils import metrics
 
 
@@ -161,6 +162,27 @@ def test_format_ci():
     assert metrics.format_ci(row, "auc") == "0.970 [0.953, 0.984]"
     assert metrics.format_ci(row, "tpr", pct=True) == "54.2 [40.1, 77.7]"
     assert metrics.format_ci(row, "asr") == "0.900" and metrics.format_ci(row, "missing") == ""
+
+
+@pytest.mark.parametrize("n, fpr, ok", [(99, 0.01, False), (100, 0.01, True), (171, 0.001, False),
+                                         (999, 0.001, False), (1000, 0.001, True), (1024, 0.001, True)])
+def test_resolvable_needs_one_false_positive(n, fpr, ok):
+    # brute force: the smallest FPR n non-members can realise above zero is 1/n
+    assert metrics.resolvable(n, fpr) is ok
+    assert ok == (1 / n <= fpr + 1e-15)
+
+
+def test_format_ci_refuses_an_unresolvable_tpr():
+    rng = np.random.default_rng(0)
+    row = metrics.evaluate(rng.normal(1, 1, 171), rng.normal(0, 1, 171), n_boot=50)
+    assert metrics.format_ci(row, "tpr_at_0_1pct_fpr", pct=True) == "— (n=171 < 1/FPR)"
+    # at 1 % the 171 non-members resolve it: a number with its interval
+    assert metrics.format_ci(row, "tpr_at_1pct_fpr", pct=True)[0].isdigit()
+    assert metrics.format_ci(row, "auc")[0].isdigit()
+    big = metrics.evaluate(rng.normal(1, 1, 1000), rng.normal(0, 1, 1000), n_boot=50)
+    assert metrics.format_ci(big, "tpr_at_0_1pct_fpr", pct=True)[0].isdigit()
+    # the book's tables use the same rule
+    assert mu.tables.table({"x": row}).loc[0, mu.tables.COLUMNS["tpr01"]] == "— (n=171 < 1/FPR)"
 
 
 def test_directional_chooses_sign_and_setting_on_calibration():
