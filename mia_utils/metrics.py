@@ -9,6 +9,8 @@ Scores follow the attack contract (higher = member). Conventions:
   by straight lines. Published code also uses the closest grid point,
   the last ROC point below the target, or the best TPR with FPR <= target; ours lies between
   these and does not jump as the number of non-members changes.
+  Below one false positive (n × FPR < 1: ``resolvable``) the value is an interpolation
+  between FPR 0 and the first false positive; ``format_ci`` (every table) shows "—" instead.
 * ASR: the best balanced accuracy over all thresholds, max_τ (TPR(τ) + 1 − FPR(τ)) / 2.
 * Confidence intervals: percentile bootstrap (members and non-members resampled separately).
 * Calibrated evaluation: a threshold chosen on calibration scores for a target FPR, then
