@@ -15,7 +15,6 @@ keeps one-thread jobs side by side.
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 
 import torch
@@ -59,7 +58,7 @@ def single_step_seconds(config: dict, batch: int, steps: int) -> float:
 def stacked_step_seconds(config: dict, batch: int, k: int, steps: int) -> float:
     """Seconds per AdamW step of K UNets stacked (``vmap`` over their parameters and batches)."""
     params, buffers = stack_module_state([UNet2DModel(**config) for _ in range(k)])
-    base = copy.deepcopy(UNet2DModel(**config)).to("meta")  # the architecture only; weights come stacked
+    base = UNet2DModel(**config).to("meta")  # the architecture only; the weights come stacked
 
     def loss(p, b, x, t, eps):
         return (functional_call(base, (p, b), (x, t)).sample - eps).pow(2).mean()
