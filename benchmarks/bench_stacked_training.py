@@ -8,7 +8,7 @@ Issue 26 (reference models) needs many tiny models: the question is whether stac
 beats training them one after the other, each on one thread as the zoo does. Both run on one
 intra-op thread (``zoo.recipes.TRAIN_THREADS``). Printed: seconds per optimiser step, per model,
 and the speed-up of the stacked step (> 1: stacking is faster). On the 2026-12-02 machine the
-stacked step was slower (speed-up 0.72-0.83 for K = 4 and 8, at 16x16 and 8x8, batch 32): the zoo
+stacked step was slower (speed-up 0.70-0.83 over three runs, K = 4 and 8, 16x16 and 8x8, batch 32): the zoo
 keeps one-thread jobs side by side.
 """
 
