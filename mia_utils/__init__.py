@@ -10,7 +10,7 @@ own (``tests/test_layers.py`` keeps this true, reading ``LAYERS``):
    one door to the UNet, and checkpoint loading);
 3. ``data`` (splits, leakage checks, ``MembershipSets``), ``latent`` (the β-VAE), ``text2img``
    (the text-conditional hook, tiny SD pipelines), ``sampling``, ``train``, ``kde``,
-   ``extraction``, ``features``;
+   ``extraction``, ``features``, ``references`` (reference models and their members' manifests);
 4. ``pipelines`` (any local diffusers pipeline folder, + LoRA, as an audit target),
    ``quality``, ``probes``;
 5. ``attacks`` (one module per attack, feature attacks included, one contract, one registry),
@@ -37,7 +37,7 @@ LAYERS = (
     ("checks", "io", "noise"),
     ("images", "metrics"),
     ("datasets", "models"),
-    ("data", "latent", "text2img", "sampling", "train", "kde", "extraction", "features"),
+    ("data", "latent", "text2img", "sampling", "train", "kde", "extraction", "features", "references"),
     ("pipelines", "quality", "probes"),
     ("attacks", "evidence"),
     ("zoo",),

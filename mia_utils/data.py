@@ -121,6 +121,20 @@ class Split:
         caps = dataset_captions(self.dataset)
         return [caps[i] for i in self.index(name)]
 
+    def reference_half(self, r: int) -> list[int]:
+        """The data set indices reference model ``r`` trains on: half of the population (members
+        and non-members together), drawn in complementary pairs. Pair j = r // 2 draws a seeded
+        half (seed: the split's seed and j); reference 2j takes it, 2j + 1 the rest. Every image
+        of the population is then IN for exactly R/2 of R = 2, 4, 6 … references, and a
+        reference's images depend on (split seed, r) only, never on how many references exist.
+        """
+        population = sorted(self.index("members") + self.index("nonmembers"))
+        rng = np.random.default_rng([int(self.seed), 0x5EF, int(r) // 2])
+        pick = np.zeros(len(population), dtype=bool)
+        pick[rng.permutation(len(population))[: len(population) // 2]] = True
+        side = pick if int(r) % 2 == 0 else ~pick
+        return [i for i, keep in zip(population, side) if keep]
+
     def to_manifest(self) -> dict:
         return {"dataset": self.dataset, "seed": self.seed, "indices": self.indices, "sha256": self.hashes}
 

@@ -51,6 +51,22 @@ def test_zoo_builds_caches_and_loads(tiny_recipe):
     assert len(sets.members_eval) == 10 and len(sets.nonmembers_cal) == round(40 / 3)
 
 
+def test_a_reference_recipe_trains_on_its_half_and_lists_it(tiny_recipe):
+    ref = Recipe(**{**tiny_recipe.__dict__, "name": "test-tiny-ref01", "reference": 1})
+    mu.zoo.register(ref)
+    try:
+        assert ref.key() != tiny_recipe.key()
+        folder = mu.zoo.build(ref, progress=False)
+        split = mu.zoo.split_of("test-tiny-ref01")
+        half = mu.datasets.load_dataset(split.dataset)[split.reference_half(1)]
+        assert mu.references.read_members(folder) == frozenset(mu.images.image_hashes(half))
+        refs = mu.references.ReferenceModels.load([folder], device="cpu")
+        inside = refs.membership(torch.cat([split.images("members"), split.images("nonmembers")]))
+        assert inside.sum() == 40  # half of the 40 + 40 population, members and non-members alike
+    finally:
+        mu.zoo.RECIPES.pop(ref.name)
+
+
 def test_zoo_is_deterministic_for_a_seed(tiny_recipe):
     first = _weights(mu.zoo.build(tiny_recipe, progress=False))
     second = _weights(mu.zoo.build(tiny_recipe, progress=False, force=True))

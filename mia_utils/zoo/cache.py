@@ -22,10 +22,11 @@ import torch
 from diffusers import AutoencoderKL, UNet2DModel
 
 from ..data import Split
-from ..datasets import dataset_captions
+from ..datasets import dataset_captions, load_dataset
 from ..latent import LatentCodec, latent_scale, train_vae
 from ..models import DiffusionModel, default_scheduler, load_model
 from ..pipelines import load_pipeline
+from ..references import write_members
 from ..text2img import ConditionalDiffusionModel, TextEncoder, add_lora, save_lora, tiny_pipeline
 from ..train import train_ddpm
 from .recipes import RECIPES, TRAIN_THREADS, Recipe, TextToImageRecipe, VAERecipe, get_recipe
@@ -103,7 +104,11 @@ def build(recipe: Recipe | str, force: bool = False, progress: bool = True, devi
             # a latent model's samples are latents, not images: no clipping to [-1, 1]
             model = DiffusionModel(UNet2DModel(**recipe.unet), default_scheduler(clip_sample=recipe.vae is None),
                                    device=device)
-        images = split.images(recipe.part)
+        if recipe.reference is None:
+            images = split.images(recipe.part)
+        else:  # a reference model: its half of the population, named by content in members.json
+            images = load_dataset(split.dataset)[split.reference_half(recipe.reference)]
+            write_members(tmp, images)
         if recipe.vae is not None:  # latent diffusion: train on the scaled posterior means, keep the VAE beside
             first_stage = codec(recipe.vae)
             images = first_stage.encode(images)
