@@ -32,6 +32,7 @@ from . import metrics
 from .data import MembershipSets
 from .metrics import honest_and_oracle
 from .models import DiffusionModel
+from .references import ReferenceModels
 
 EVAL = ("members_eval", "nonmembers_eval")
 
@@ -66,6 +67,7 @@ def _models(model, hyper: dict) -> list[DiffusionModel]:
     """Every model an attack call queries: the target and any model among its hyper-parameters."""
     model = model.model if isinstance(model, PartViews) else model
     others = [v.model if isinstance(v, PartViews) else v for v in hyper.values()]
+    others += [m for v in hyper.values() if isinstance(v, ReferenceModels) for m in v.models]
     return [model, *[v for v in others if isinstance(v, DiffusionModel) and v is not model]]
 
 
@@ -113,8 +115,8 @@ def measure(models: Iterable, n_images: int, declared: float | None = None, what
     yield cost
     seconds = time.perf_counter() - t0
     queries = sum(m.reset_queries() for m in models) / n_images
-    if declared is not None and queries != declared:
-        raise RuntimeError(f"{what} declares {declared} queries per image but made {queries:g}: "
+    if declared is not None and not np.isclose(queries, declared, rtol=1e-12, atol=0):
+        raise RuntimeError(f"{what} declares {declared:g} queries per image but made {queries:g}: "
                            "fix its registry entry (attacks.ATTACKS) or the attack.")
     cost.update(queries_per_image=queries, seconds=seconds, images_per_second=n_images / seconds)
 
@@ -144,8 +146,11 @@ def score_parts(attack, model: DiffusionModel | PartViews, sets: MembershipSets,
     (every queried model counted), seconds and images per second."""
     attack = _attacks.get(attack) if isinstance(attack, str) else attack
     n_images = sum(len(x) for x in sets.parts().values())
-    with measure(_models(model, hyper), n_images, _guided_cost(attack, model, hyper), f"{attack.name} with {hyper}") as cost:
-        scores = {part: attack(m, x, **h) for part, (m, x, h) in _calls(model, sets, hyper).items()}
+    calls = _calls(model, sets, hyper)
+    # per image, and what each call pays once (RMIA's population samples), spread over the images
+    declared = _guided_cost(attack, model, hyper) + attack.queries_per_call(**hyper) * len(calls) / n_images
+    with measure(_models(model, hyper), n_images, declared, f"{attack.name} with {hyper}") as cost:
+        scores = {part: attack(m, x, **h) for part, (m, x, h) in calls.items()}
     return scores, cost
 
 

@@ -37,6 +37,21 @@ def zero_eps_model() -> DiffusionModel:
     return DiffusionModel(unet, default_scheduler(), device="cpu")
 
 
+def tiny_references(digits: torch.Tensor, n_pairs: int = 2, population: int = 40) -> mu.references.ReferenceModels:
+    """Random tiny UNets as reference models, in complementary pairs over ``digits[:population]``:
+    every one of those images is IN for exactly ``n_pairs`` of the 2 x ``n_pairs`` references."""
+    gen = torch.Generator().manual_seed(11)
+    models, members = [], []
+    for _ in range(n_pairs):
+        pick = torch.zeros(population, dtype=torch.bool)
+        pick[torch.randperm(population, generator=gen)[: population // 2]] = True
+        for side in (pick, ~pick):
+            models.append(DiffusionModel(tiny_unet(seed=20 + len(models)), default_scheduler(), device="cpu",
+                                         batch_size=16))
+            members.append(frozenset(mu.images.image_hashes(digits[:population][side])))
+    return mu.references.ReferenceModels(models, members, [f"ref{r}" for r in range(len(models))])
+
+
 @pytest.fixture
 def tiny_model() -> DiffusionModel:
     """A random 8x8 grey UNet on the CPU (untrained)."""

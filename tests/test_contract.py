@@ -19,7 +19,8 @@ import torch
 import mia_utils as mu
 from mia_utils.attacks import ATTACKS
 
-from .conftest import tiny_unet
+from .conftest import tiny_references, tiny_unet
+from .test_golden import TINY_LOG
 
 # cheap settings for each attack (its defaults with fewer steps where it has steps)
 HYPER = {
@@ -31,6 +32,8 @@ HYPER = {
     "noise_probe": {"noise": "semantic", "inversion_steps": 4, "generation_steps": 3},
     "pfami": {"ts": (20, 40), "strengths": (0.1, 0.2), "seed": 1},
     "rediffuse": {"t": 40, "n": 2, "steps": 4, "seed": 3},
+    "lira": {"ts": (10, 40), "n_noise": 2, "seed": 1},  # each image's own σ (a global one: test_attack_lira_rmia)
+    "rmia": {"ts": (10, 40), "n_noise": 2, "seed": 1},
 }
 
 
@@ -42,11 +45,19 @@ def base_model():
     return mu.DiffusionModel(tiny_unet(seed=3), mu.models.default_scheduler(), device="cpu", batch_size=16)
 
 
-def _call(name, model, images, base, **extra):
-    hyper = {**HYPER[name], **extra}
-    if "base" in ATTACKS[name].needs:
-        hyper["base"] = base
-    return ATTACKS[name](model, images, **hyper)
+@pytest.fixture
+def others(base_model, digits):
+    """The other models and images an attack may need (``Attack.needs``): a base, four
+    reference models holding halves of digits[:40], population samples outside them."""
+    return {"base": base_model, "references": tiny_references(digits), "population": digits[100:110]}
+
+
+def _hyper(name, others, **extra):
+    return {**HYPER[name], **{k: v for k, v in others.items() if k in ATTACKS[name].needs}, **extra}
+
+
+def _call(name, model, images, others, **extra):
+    return ATTACKS[name](model, images, **_hyper(name, others, **extra))
 
 
 def test_every_attack_is_held_to_the_contract():
@@ -57,32 +68,33 @@ def test_every_attack_is_held_to_the_contract():
 
 
 @pytest.mark.parametrize("name", sorted(HYPER))
-def test_contract(name, tiny_model, base_model, digits):
+def test_contract(name, tiny_model, others, digits):
     x = digits[:7]
-    s = _call(name, tiny_model, x, base_model)
+    s = _call(name, tiny_model, x, others)
     assert isinstance(s, np.ndarray) and s.dtype == np.float64 and s.shape == (7,)
     assert np.isfinite(s).all()
     # a rerun is bit-identical
-    np.testing.assert_array_equal(s, _call(name, tiny_model, x, base_model))
+    np.testing.assert_array_equal(s, _call(name, tiny_model, x, others))
     # reordering the images reorders the scores (every random draw belongs to the image)
     perm = torch.tensor([3, 0, 6, 1, 5, 2, 4])
-    np.testing.assert_allclose(_call(name, tiny_model, x[perm], base_model), s[perm.numpy()], rtol=RTOL)
+    np.testing.assert_allclose(_call(name, tiny_model, x[perm], others), s[perm.numpy()], rtol=RTOL)
     # a score does not depend on the other images scored with it
-    np.testing.assert_allclose(_call(name, tiny_model, x[2:4], base_model), s[2:4], rtol=RTOL)
+    np.testing.assert_allclose(_call(name, tiny_model, x[2:4], others), s[2:4], rtol=RTOL)
 
 
 @pytest.mark.parametrize("name", sorted(HYPER))
-def test_contract_batch_size_and_cost(name, tiny_model, base_model, digits):
+def test_contract_batch_size_and_cost(name, tiny_model, others, digits):
     x = digits[:7]
-    models = [tiny_model, base_model]
+    models = [tiny_model, others["base"], *others["references"].models]
     for m in models:
         m.reset_queries()
-    a = _call(name, tiny_model, x, base_model)
+    a = _call(name, tiny_model, x, others)
     counted = sum(m.reset_queries() for m in models)
-    assert counted == 7 * ATTACKS[name].queries_per_image(**HYPER[name])
+    # every model counted: the base, each reference, RMIA's population samples once per call
+    assert counted == ATTACKS[name].queries(7, **_hyper(name, others))
     for m in models:
         m.batch_size = 3
-    np.testing.assert_allclose(_call(name, tiny_model, x, base_model), a, rtol=RTOL)
+    np.testing.assert_allclose(_call(name, tiny_model, x, others), a, rtol=RTOL)
 
 
 FEATURE_HYPER = {  # the feature attacks of the registry, at cheap settings
@@ -96,6 +108,14 @@ def test_every_feature_attack_is_held_to_the_contract():
     assert set(mu.attacks.REGISTRY) == set(ATTACKS) | set(mu.attacks.FEATURE_ATTACKS)
 
 
+def _close(got, want):
+    """Features equal up to round-off; a log gradient norm below TINY_LOG (a gradient that is zero
+    up to rounding, test_golden) only has to stay tiny."""
+    sound = want > TINY_LOG
+    np.testing.assert_allclose(got[sound], want[sound], rtol=RTOL, atol=1e-6)
+    assert (got[~sound] < TINY_LOG / 2).all()
+
+
 @pytest.mark.parametrize("name", sorted(FEATURE_HYPER))
 def test_feature_contract(name, tiny_model, digits):
     """The same contract on a feature vector: finite, one row per image, a rerun identical, an
@@ -107,10 +127,10 @@ def test_feature_contract(name, tiny_model, digits):
     assert f.shape == (7, len(names)) and np.isfinite(f).all() and len(set(names)) == len(names)
     np.testing.assert_array_equal(attack(tiny_model, x, **hyper)[0], f)
     perm = torch.tensor([3, 0, 6, 1, 5, 2, 4])
-    np.testing.assert_allclose(attack(tiny_model, x[perm], **hyper)[0], f[perm.numpy()], rtol=RTOL, atol=1e-6)
-    np.testing.assert_allclose(attack(tiny_model, x[2:4], **hyper)[0], f[2:4], rtol=RTOL, atol=1e-6)
+    _close(attack(tiny_model, x[perm], **hyper)[0], f[perm.numpy()])
+    _close(attack(tiny_model, x[2:4], **hyper)[0], f[2:4])
     tiny_model.batch_size = 3
-    np.testing.assert_allclose(attack(tiny_model, x, **hyper)[0], f, rtol=RTOL, atol=1e-6)
+    _close(attack(tiny_model, x, **hyper)[0], f)
     assert attack.backward_per_image(**hyper) == len(hyper["ts"])  # one gradient per t (grad_x; GSA2)
     with pytest.raises(ValueError, match="gives features, not scores"):
         mu.harness.evaluate(name, tiny_model, _sets(digits), n_boot=0)
@@ -182,6 +202,17 @@ def test_evaluate_counts_the_base_model(tiny_model, base_model, digits):
     res = mu.harness.evaluate("noise_probe", tiny_model, _sets(digits), n_boot=0, base=base_model,
                               inversion_steps=3, generation_steps=2)
     assert res["honest"]["queries_per_image"] == 5
+
+
+def test_evaluate_counts_the_references_and_what_a_call_pays_once(tiny_model, others, digits):
+    sets, refs, z = _sets(digits), others["references"], others["population"]
+    res = mu.harness.evaluate("rmia", tiny_model, sets, n_boot=0, references=refs, population=z, ts=(10,), n_noise=1)
+    # 5 models x 1 query per image, and the 10 population samples on each model once per part's call
+    assert res["honest"]["queries_per_image"] == pytest.approx(5 + 4 * 5 * 10 / 28)
+    res = mu.harness.evaluate("lira", tiny_model, sets, n_boot=0, references=refs, variance_images=digits[28:40],
+                              ts=(10, 20), n_noise=1)
+    assert res["honest"]["queries_per_image"] == pytest.approx(10 + 4 * 4 * 2 * 12 / 28)  # 4 references' σ pool
+    assert mu.attacks.get("lira").queries(3, references=refs, ts=(10,), n_noise=2) == 3 * 5 * 2
 
 
 def test_table_puts_numbers_first_and_names_access(tiny_model, digits):

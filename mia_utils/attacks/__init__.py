@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import clid, gsa, loss, noise_probe, pfami, pia, rediffuse, secmi, sima, trajectory, wen
+from . import clid, gsa, lira, loss, noise_probe, pfami, pia, rediffuse, rmia, secmi, sima, trajectory, wen
 
 ACCESS = ("black box", "gray box", "white box")
 
@@ -49,6 +49,8 @@ class Attack:
     cost: Callable[[dict], int]  # queries per image for the given hyper-parameters (defaults filled in)
     paper: str
     needs: tuple[str, ...] = field(default_factory=tuple)  # other models it takes, e.g. ("base",)
+    # queries once per call whatever the number of images (RMIA's population samples z)
+    per_call: Callable[[dict], int] = lambda h: 0
 
     def __post_init__(self):
         if self.access not in ACCESS:
@@ -71,6 +73,14 @@ class Attack:
         """The declared cost: model queries per image (every model it queries, the base included)."""
         return int(self.cost(self.check_hyper(hyper)))
 
+    def queries_per_call(self, **hyper) -> int:
+        """The declared queries of one call beside the per-image ones (0 for most attacks)."""
+        return int(self.per_call(self.check_hyper(hyper)))
+
+    def queries(self, n_images: int, **hyper) -> int:
+        """The declared queries of one call on ``n_images`` images, every model counted."""
+        return n_images * self.queries_per_image(**hyper) + self.queries_per_call(**hyper)
+
     def __call__(self, model, images, **hyper):
         """The scores (a feature attack: the features and their names) of ``images``."""
         self.check_hyper(hyper)
@@ -80,6 +90,16 @@ class Attack:
 def _probe_cost(h: dict) -> int:
     inversion = h["inversion_steps"] if h["noise"] in ("semantic", "graybox") and h.get("x_init") is None else 0
     return inversion + h["generation_steps"]
+
+
+def _models_queried(h: dict) -> int:
+    """1 + R: the target and its reference models (R = 0 when none are given)."""
+    return 1 + (len(h["references"]) if h.get("references") is not None else 0)
+
+
+def _signal_cost(h: dict) -> int:
+    """The reference attacks' queries per image: K noises x len(ts) time steps on each model."""
+    return _models_queried(h) * h["n_noise"] * len(h["ts"])
 
 
 ATTACKS: dict[str, Attack] = {a.name: a for a in [
@@ -98,6 +118,13 @@ ATTACKS: dict[str, Attack] = {a.name: a for a in [
            needs=("captions",)),
     Attack("wen", "Wen et al.", wen.score, "gray box", lambda h: 2 * len(h["ts"]) * h["n_noise"], "wen2024detecting",
            needs=("captions",)),
+    # reference models of the target's recipe, each with the manifest of its members (mia_utils.references)
+    Attack("lira", "LiRA", lira.score, "gray box", _signal_cost, "carlini2022lira", needs=("references",),
+           per_call=lambda h: (_models_queried(h) - 1) * h["n_noise"] * len(h["ts"])
+           * (len(h["variance_images"]) if h["variance_images"] is not None else 0)),
+    Attack("rmia", "RMIA", rmia.score, "gray box", _signal_cost, "zarifzadeh2024rmia",
+           needs=("references", "population"),
+           per_call=lambda h: _signal_cost(h) * (len(h["population"]) if h["population"] is not None else 0)),
 ]}
 
 
@@ -143,6 +170,8 @@ def sweep(attack: Callable[..., np.ndarray], model, images, ts: Iterable[int], *
     return {int(t): attack(model, images, t=int(t), **hyper) for t in ts}
 
 
-__all__ = ["ACCESS", "ATTACKS", "FEATURE_ATTACKS", "REGISTRY", "Attack", "FeatureAttack", "clid", "get", "gsa",
-           "keyword_defaults", "loss", "noise_probe", "pfami", "pia", "rediffuse", "secmi", "sima", "sweep", "trajectory",
-           "wen"]
+__all__ = [
+    "ACCESS", "ATTACKS", "FEATURE_ATTACKS", "REGISTRY", "Attack", "FeatureAttack", "clid", "get", "gsa",
+    "keyword_defaults", "lira", "loss", "noise_probe", "pfami", "pia", "rediffuse", "rmia", "secmi", "sima", "sweep",
+    "trajectory", "wen",
+]
