@@ -53,11 +53,13 @@ from .io import write_frame_atomic, write_json_atomic
 from .models import DiffusionModel, check_device, resolve_device
 from .noise import content_hashes
 from .probes import binary_scores, fit
+from .references import MEMBERS, ReferenceModels
 
 FORMAT = 1  # bump when a row's meaning changes: shards of another format are not mixed in
 SPLITS = ("member", "nonmember", "unlabelled")
 # hyper-parameters the command sets itself (or that are tensors): never -p
-OWN = ("batch_size", "seed", "base", "x_init", "progress", "chunk", "theta_chunk", "desc")
+OWN = ("batch_size", "seed", "base", "x_init", "progress", "chunk", "theta_chunk", "desc", "references", "population",
+       "variance_images")
 
 
 def attack_names() -> list[str]:
@@ -163,7 +165,8 @@ class Run:
 
     def queries(self, reset: bool = False) -> int:
         """ε̂ queries since the last reset, of every model the attack calls (the base included)."""
-        models = [self.model, *[v for v in self.call.values() if isinstance(v, DiffusionModel)]]
+        models = [self.model, *[v for v in self.call.values() if isinstance(v, DiffusionModel)],
+                  *[m for v in self.call.values() if isinstance(v, ReferenceModels) for m in v.models]]
         return sum(m.reset_queries() if reset else m.queries for m in models)
 
     def load(self, items: list[Item]) -> torch.Tensor:
@@ -194,7 +197,8 @@ class Run:
 def prepare(checkpoint: str, attack: str, parameters: dict | None = None, images: str | None = None,
             members: str | None = None, nonmembers: str | None = None, base: str | None = None,
             device: str | torch.device = "auto", dtype: str = "fp32", batch_size: int = 256, seed: int = 0,
-            resize: bool = False, shard_size: int = 1024) -> Run:
+            resize: bool = False, shard_size: int = 1024, references: str | None = None,
+            population: str | None = None) -> Run:
     """Check everything a run needs and load the model(s); errors name the fix."""
     parameters = dict(parameters or {})
     att = get_attack(attack)
@@ -227,6 +231,7 @@ def prepare(checkpoint: str, attack: str, parameters: dict | None = None, images
         fingerprint["base_sha256"] = weights_hash(specs.folder(base))
     elif base is not None:
         raise ValueError(f"--base is used by noise_probe only; {att.name} queries the checkpoint alone.")
+    _reference_inputs(att, call, fingerprint, model, references, population, batch_size, dtype, resize)
     items = list_items(images, members, nonmembers)
     fingerprint["images_sha256"] = hashlib.sha256("\n".join(f"{it.split}\t{it.root}\t{it.path}"
                                                             for it in items).encode()).hexdigest()
@@ -235,6 +240,40 @@ def prepare(checkpoint: str, attack: str, parameters: dict | None = None, images
     run.score(items[:1])  # one image through the whole attack: bad parameters fail before anything is written
     run.queries(reset=True)
     return run
+
+
+def _reference_inputs(att, call: dict, fingerprint: dict, model: DiffusionModel, references: str | None,
+                      population: str | None, batch_size: int, dtype: str, resize: bool) -> None:
+    """LiRA's and RMIA's other inputs, loaded into ``call`` and named in the fingerprint: the
+    reference models (each sub-folder of ``references`` a diffusers checkpoint with its
+    members.json) and RMIA's population samples z (a folder of images no model trained on)."""
+    if "references" not in att.needs:
+        for flag, given in (("--references", references), ("--population", population)):
+            if given is not None:
+                raise ValueError(f"{flag} is used by the reference-model attacks (lira, rmia) only.")
+        return
+    if references is None:
+        raise ValueError(f"{att.name} compares the checkpoint with reference models of its recipe: --references DIR "
+                         f"(one sub-folder per reference, each a diffusers checkpoint with a {MEMBERS} of its "
+                         "training images' hashes, mia_utils.references).")
+    refs = ReferenceModels.from_folder(references, device=model.device, batch_size=batch_size, dtype=dtype)
+    call["references"] = refs
+    fingerprint["references_sha256"] = hashlib.sha256("\n".join(
+        weights_hash(Path(references) / name) + (Path(references) / name / MEMBERS).read_text()
+        for name in refs.names).encode()).hexdigest()
+    if "population" not in att.needs:
+        if population is not None:
+            raise ValueError(f"--population is used by rmia only; {att.name} takes each image's own σ.")
+        return
+    if population is None:
+        raise ValueError(f"{att.name} compares each image with population samples z: --population DIR (images of the "
+                         "data distribution that neither the checkpoint nor any reference was trained on).")
+    files = image_files(Path(population), True)
+    c, h, w = model.sample_shape
+    z = load_image_files(files, size=(h, w) if resize else None, channels=c if resize else None, where=population)
+    check_shape(z, model.sample_shape, population)
+    call["population"] = z
+    fingerprint["population_sha256"] = hashlib.sha256("".join(content_hashes(z)).encode()).hexdigest()
 
 
 # ---------------------------------------------------------------------- files
@@ -329,7 +368,7 @@ def score(checkpoint: str, attack: str, out: str | Path, parameters: dict | None
           members: str | None = None, nonmembers: str | None = None, base: str | None = None,
           device: str = "auto", dtype: str = "fp32", batch_size: int = 256, seed: int = 0, resize: bool = False,
           fpr: float = 0.01, shard_size: int = 1024, overwrite: bool = False, n_boot: int = 1000,
-          report=print) -> Path | None:
+          references: str | None = None, population: str | None = None, report=print) -> Path | None:
     """Score every image; write ``out`` (+ ``out.json``) from the main process. Returns ``out`` on
     the main process, None on the others. Run under ``accelerate launch`` to shard (module
     docstring); a plain call is one process."""
@@ -344,7 +383,7 @@ def score(checkpoint: str, attack: str, out: str | Path, parameters: dict | None
         device = state.device  # one GPU per process
     check_out(out, overwrite)
     run = prepare(checkpoint, attack, parameters, images, members, nonmembers, base, device, dtype, batch_size,
-                  seed, resize, shard_size)
+                  seed, resize, shard_size, references, population)
     check_shards(out, run, overwrite)
     folder = shard_dir(out)
     state.wait_for_everyone()  # every process has checked before anything is removed or written

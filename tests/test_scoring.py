@@ -19,6 +19,8 @@ import mia_utils as mu
 from mia_utils import cli, metrics, scoring
 from mia_utils.noise import content_hashes
 
+from .conftest import tiny_unet
+
 pytestmark = pytest.mark.parametrize("tiny_checkpoint", [(1, 8)], indirect=True, ids=["grey8"])
 
 
@@ -207,23 +209,65 @@ def test_precision_beyond_fp32_needs_cuda(folders):
 
 CHEAP = {"loss": {"t": 30}, "sima": {"t": 30}, "pia": {"t": 30}, "pian": {"t": 30}, "secmi": {"t_sec": 20, "k": 10},
          "noise_probe": {"inversion_steps": 4, "generation_steps": 4}, "pfami": {"ts": [20, 40]},
-         "rediffuse": {"n": 2, "steps": 2}, "trajectory": {"ts": [10, 20]}, "gsa": {"ts": [10, 20]}}
+         "rediffuse": {"n": 2, "steps": 2}, "trajectory": {"ts": [10, 20]}, "gsa": {"ts": [10, 20]},
+         "lira": {"ts": [20, 50], "n_noise": 2}, "rmia": {"ts": [20, 50], "n_noise": 2, "online": False}}
 
 
-def test_every_attack_of_the_book_is_reachable(folders):
+def test_reference_attacks_name_what_they_need(folders, reference_folders):
+    kw = {"members": folders["members"], "nonmembers": folders["nonmembers"], "device": "cpu"}
+    with pytest.raises(ValueError, match="--references DIR"):
+        scoring.prepare(folders["checkpoint"], "lira", **kw)
+    with pytest.raises(ValueError, match="--population DIR"):
+        scoring.prepare(folders["checkpoint"], "rmia", references=reference_folders["references"], **kw)
+    with pytest.raises(ValueError, match="--references is used by the reference-model attacks"):
+        scoring.prepare(folders["checkpoint"], "sima", references=reference_folders["references"], **kw)
+    with pytest.raises(ValueError, match="z must be OUT of all"):  # the members are inside the references
+        scoring.prepare(folders["checkpoint"], "rmia", references=reference_folders["references"],
+                        population=folders["members"], **kw)
+    run = scoring.prepare(folders["checkpoint"], "lira", references=reference_folders["references"], **kw)
+    assert len(run.fingerprint["references_sha256"]) == 64 and len(run.call["references"]) == 4
+
+
+@pytest.fixture
+def reference_folders(folders, tmp_path):
+    """An auditor's reference models: four random UNets of the checkpoint's shape in complementary
+    pairs over its members + non-members, each with members.json; and RMIA's population samples z,
+    the non-members mirrored (images none of them was trained on)."""
+    model = mu.load_model(folders["checkpoint"], device="cpu")
+    c, h, _ = model.sample_shape
+    population = torch.cat([mu.images.load_image_folder(folders[k]) for k in ("members", "nonmembers")])
+    gen = torch.Generator().manual_seed(3)
+    for j in range(2):
+        pick = torch.zeros(len(population), dtype=torch.bool)
+        pick[torch.randperm(len(population), generator=gen)[: len(population) // 2]] = True
+        for r, side in ((2 * j, pick), (2 * j + 1, ~pick)):
+            folder = tmp_path / "refs" / f"ref{r}"
+            mu.DiffusionModel(tiny_unet(seed=30 + r, channels=c, size=h), mu.models.default_scheduler()).save(folder)
+            mu.references.write_members(folder, population[side])
+    z = mu.images.save_image_folder(mu.images.load_image_folder(folders["nonmembers"]).flip(-1)[:8], tmp_path / "z")
+    return {"references": str(tmp_path / "refs"), "population": str(z)}
+
+
+def test_every_attack_of_the_book_is_reachable(folders, reference_folders):
     assert sorted(scoring.attack_names()) == sorted(CHEAP)
     model = mu.load_model(folders["checkpoint"], device="cpu")
     images = mu.images.load_image_folder(folders["members"])[:3]
+    refs = mu.references.ReferenceModels.from_folder(reference_folders["references"], device="cpu")
+    z = mu.images.load_image_folder(reference_folders["population"])
     for name, params in CHEAP.items():
         base = folders["checkpoint"] if name == "noise_probe" else None
+        needs = mu.attacks.get(name).needs
+        others = {k: v for k, v in reference_folders.items() if k in needs}
         run = scoring.prepare(folders["checkpoint"], name, params, members=folders["members"],
-                              nonmembers=folders["nonmembers"], base=base, device="cpu")
+                              nonmembers=folders["nonmembers"], base=base, device="cpu", **others)
         rows = run.score(run.items[:3])
         if name in mu.attacks.FEATURE_ATTACKS:  # the same features, computed directly
             direct, _ = mu.attacks.FEATURE_ATTACKS[name].features(model, images, **params)
             np.testing.assert_allclose(rows[[c for c in rows if c.startswith("f_")]].to_numpy(), direct, rtol=1e-5)
-        else:  # the registry's attack called directly (noise_probe with its base)
+        else:  # the registry's attack called directly (noise_probe with its base, lira and rmia with theirs)
             extra = {"base": model} if base else {}
+            extra.update({"references": refs} if "references" in needs else {})
+            extra.update({"population": z} if "population" in needs else {})
             np.testing.assert_allclose(rows["score"], mu.attacks.get(name)(model, images, **params, **extra),
                                        rtol=1e-5)
 

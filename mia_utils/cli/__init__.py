@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--members", help="folder of known members (a calibration set, with --nonmembers)")
     s.add_argument("--nonmembers", help="folder of known non-members")
     s.add_argument("--base", help="the pre-trained model the checkpoint was fine-tuned from (noise_probe)")
+    s.add_argument("--references", help="folder of reference models of the checkpoint's recipe, one sub-folder each "
+                                        "with a members.json of its training images (lira, rmia)")
+    s.add_argument("--population", help="folder of images no model was trained on, RMIA's population samples z")
     s.add_argument("--out", required=True, help="the .parquet or .csv file to write (and OUT.json beside it)")
     s.add_argument("--device", default="auto", help='"auto", "cpu", "cuda" or "cuda:N"')
     s.add_argument("--dtype", default="fp32", choices=PRECISIONS,
@@ -189,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             scoring.score(args.checkpoint, args.attack, args.out, parameters=parse_params(args.parameter),
                           images=args.images, members=args.members, nonmembers=args.nonmembers, base=args.base,
+                          references=args.references, population=args.population,
                           device=args.device, dtype=args.dtype, batch_size=args.batch_size, seed=args.seed,
                           resize=args.resize, fpr=args.fpr, shard_size=args.shard_size, overwrite=args.overwrite)
     except (CheckpointError, DataError, ZooError, ValueError, TypeError) as err:
