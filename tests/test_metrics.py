@@ -217,3 +217,16 @@ def test_the_vectorised_bootstrap_is_the_loop_of_point_metrics():
         assert set(got) == set(expected)
         for k in expected:
             np.testing.assert_allclose(got[k], expected[k], rtol=0, atol=1e-12)
+
+
+def test_clopper_pearson_is_scipys_exact_binomial_interval():
+    from scipy.stats import binomtest
+
+    for k, n in [(0, 1024), (3, 1024), (512, 1024), (1024, 1024), (7, 20)]:
+        ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+        np.testing.assert_allclose(metrics.clopper_pearson(k, n), (ci.low, ci.high), rtol=1e-9, atol=1e-12)
+    assert metrics.clopper_pearson(0, 1024)[1] == pytest.approx(1 - 0.025 ** (1 / 1024))  # the closed form at 0
+    row = metrics.with_exact_intervals({"tpr": 0.25, "fpr": 0.0}, n_members=8, n_nonmembers=1024)
+    assert row["tpr_ci"] == metrics.clopper_pearson(2, 8) and row["fpr_ci"][0] == 0.0
+    with pytest.raises(ValueError, match="successes <= n"):
+        metrics.clopper_pearson(5, 4)

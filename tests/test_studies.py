@@ -180,3 +180,30 @@ def test_noise_probe_study_and_sweeps_are_the_probe_called_directly(tiny_model, 
     for t_start in (500, 999):
         s = {k: noise_probe.score(tiny_model, x, base=base, t_start=t_start, seed=2, **kw) for k, x in ev.items()}
         assert sweeps["depth"][t_start]["auc"] == pytest.approx(mu.metrics.auc(s["members_eval"], s["nonmembers_eval"]))
+
+
+def test_the_reference_study_scores_as_the_registry_does(tiny_model, digits):
+    """One set of signals, every variant and k from it: the same scores as lira.score (its global σ
+    pooled over the calibration images) and rmia.score on the same references and population."""
+    from .conftest import tiny_references
+
+    refs, z = tiny_references(digits), digits[100:110]
+    sets = mu.data.MembershipSets(digits[:6], digits[6:14], digits[14:20], digits[20:28])
+    study = mu.studies.references
+    sig = study.compute_signals(tiny_model, refs, sets, z, ts=(10, 40), n_noise=2, seed=1)
+    assert sig.cost["queries_per_image"] == 5 * 2 * 2
+    cal = torch.cat([sets.members_cal, sets.nonmembers_cal])
+    for online in (True, False):
+        got = study.scores(sig, "LiRA online" if online else "LiRA offline")
+        want = mu.attacks.lira.score(tiny_model, sets.members_eval, references=refs, ts=(10, 40), n_noise=2, seed=1,
+                                     online=online, variance_images=cal)
+        # float32 kernels round differently with a batch's make-up (the study scores all parts at once)
+        np.testing.assert_allclose(got["members_eval"], want, rtol=1e-4)
+        got = study.scores(sig, "RMIA online" if online else "RMIA offline", k=2)
+        want = mu.attacks.rmia.score(tiny_model, sets.nonmembers_eval, references=refs.first(2), population=z,
+                                     ts=(10, 40), n_noise=2, seed=1, online=online)
+        np.testing.assert_allclose(got["nonmembers_eval"], want, atol=1 / len(z) + 1e-12)  # a z level at most
+    rows = study.curve(sig, ks=(2, 4), n_boot=0)
+    assert set(rows) == {("loss", 0)} | {(v, k) for v in study.VARIANTS for k in (2, 4)}
+    at = rows[("LiRA online", 4)]["calibrated_at_0.1pct_fpr"]
+    assert at["tpr_ci"][0] <= at["tpr"] <= at["tpr_ci"][1] and rows[("LiRA online", 4)]["references"] == 4

@@ -1,0 +1,119 @@
+"""Chapter 09's study: LiRA and RMIA against a target with R reference models, and how their
+TPR at low FPR grows with R.
+
+The signal (``attacks._reference.loss_signals``: the per-pixel ε-loss at each t over K fixed
+noises) is computed once per model and image, then every attack and every number of references
+k is a computation on those arrays: the curve over k costs no further query. The arrays are the
+ones ``attacks.lira.score`` and ``attacks.rmia.score`` compute (``tests/test_studies.py`` checks
+that the study's scores equal the registry's). Cost: (1 + R) · K · len(ts) queries per image and
+per population sample, counted by ``harness.measure``.
+
+LiRA's σ here is the global one (Carlini et al. for fewer than ~64 references), pooled over the
+calibration parts' images (no membership label of the target is used, only which references
+hold each image), so no evaluated image's score depends on another's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import specs
+from ..attacks import lira, rmia
+from ..attacks._reference import loss_signals
+from ..data import MembershipSets
+from ..harness import calibration_key, measure, report
+from ..metrics import with_exact_intervals
+from ..models import DiffusionModel
+from ..references import ReferenceModels
+from ..zoo.recipes import LIRA_REFERENCES, reference_name
+
+CAL = ("members_cal", "nonmembers_cal")
+FPRS = (0.01, 0.001)  # the FPRs whose thresholds are set on calibration and read on evaluation
+# the study's attack variants: registry name and fixed parameters
+VARIANTS = {
+    "LiRA online": ("lira", {"online": True}),
+    "LiRA offline": ("lira", {"online": False}),
+    "RMIA online": ("rmia", {"online": True}),
+    "RMIA offline": ("rmia", {"online": False}),
+}
+
+
+def zoo_references(target: str = "fashion-lira", n: int = LIRA_REFERENCES, device: str = "auto",
+                   batch_size: int = 256) -> ReferenceModels:
+    """The zoo's first ``n`` reference models of ``target`` (trained when not cached)."""
+    return ReferenceModels.load([specs.folder(f"zoo:{reference_name(r, target)}") for r in range(n)], device=device,
+                                batch_size=batch_size)
+
+
+@dataclass
+class Signals:
+    """L_t of every part's images and of the population z under the target and each reference."""
+
+    target: dict[str, np.ndarray]       # part -> [N, T]
+    references: dict[str, np.ndarray]   # part -> [R, N, T]
+    inside: dict[str, np.ndarray]       # part -> [R, N]
+    population: np.ndarray              # [M, T] under the target
+    population_refs: np.ndarray         # [R, M, T]
+    cost: dict
+
+
+def compute_signals(model: DiffusionModel, references: ReferenceModels, sets: MembershipSets,
+                    population: torch.Tensor, ts: Sequence[int] = (20, 50, 100, 200), n_noise: int = 4,
+                    seed: int = 0, batch_size: int | None = None) -> Signals:
+    """Every model's signal on the four parts and the population, measured (module docstring)."""
+    parts = sets.parts()
+    n_images = sum(len(x) for x in parts.values()) + len(population)
+    declared = (1 + len(references)) * n_noise * len(ts)
+    models = [model, *references.models]
+    with measure(models, n_images, declared, "the reference study's signals") as cost:
+        by_model = [{p: loss_signals(m, x, ts, n_noise, seed, batch_size) for p, x in
+                     {**parts, "population": population}.items()} for m in models]
+    inside = {p: references.membership(x) for p, x in parts.items()}
+    if references.membership(population).any():
+        raise ValueError("A population sample z is a training image of a reference model: z must be OUT of all.")
+    return Signals(target={p: by_model[0][p] for p in parts},
+                   references={p: np.stack([b[p] for b in by_model[1:]]) for p in parts},
+                   inside=inside, population=by_model[0]["population"],
+                   population_refs=np.stack([b["population"] for b in by_model[1:]]), cost=cost)
+
+
+def scores(sig: Signals, variant: str, k: int | None = None, a: float = 0.5, gamma: float = 1.0) -> dict:
+    """{part: scores} of one variant (``VARIANTS``, or "loss" for the global-threshold baseline)
+    with the first ``k`` references (None: all)."""
+    if variant == "loss":  # the loss attack on the target alone: −mean_t L_t
+        return {p: -s.mean(1) for p, s in sig.target.items()}
+    name, hyper = VARIANTS[variant]
+    k = len(sig.population_refs) if k is None else k
+    refs = {p: r[:k] for p, r in sig.references.items()}
+    inside = {p: i[:k] for p, i in sig.inside.items()}
+    if name == "lira":
+        pool_s = -np.log(np.concatenate([refs[p] for p in CAL], axis=1))
+        sigma = lira.pooled_sigma(pool_s, np.concatenate([inside[p] for p in CAL], axis=1))
+        return {p: lira.from_signals(-np.log(sig.target[p]), -np.log(refs[p]), inside[p], sigma=sigma, **hyper)
+                for p in sig.target}
+    like = lambda s: np.exp(-s.mean(-1))  # noqa: E731 - p(x | θ) = exp(−L̄), as rmia.likelihoods
+    p_z, p_z_refs = like(sig.population), like(sig.population_refs[:k])
+    return {p: rmia.from_likelihoods(like(sig.target[p]), like(refs[p]), inside[p], p_z, p_z_refs, a=a, gamma=gamma,
+                                     **hyper) for p in sig.target}
+
+
+def curve(sig: Signals, ks: Iterable[int] = (2, 4, 8), variants: Iterable[str] = tuple(VARIANTS), a: float = 0.5,
+          n_boot: int = 1000, seed: int = 0) -> dict[tuple[str, int], dict]:
+    """{(variant, k): evaluation row} (``harness.report``: AUC, TPR at 1 % and 0.1 % FPR with
+    bootstrap CIs, the calibration thresholds realised on evaluation) for each number of
+    references k and variant; ("loss", 0) is the global-threshold baseline."""
+    def row(by_part, **extra):
+        r = report(by_part, n_boot=n_boot, seed=seed, calibrate=FPRS, **extra)
+        for fpr in FPRS:  # a threshold fixed on calibration: exact binomial intervals of its TPR and FPR
+            r[calibration_key(fpr)] = with_exact_intervals(r[calibration_key(fpr)], r["n_members"], r["n_nonmembers"])
+        return r
+
+    rows = {("loss", 0): row(scores(sig, "loss"), references=0)}
+    for variant in variants:
+        for k in ks:
+            rows[(variant, k)] = row(scores(sig, variant, k, a=a), references=k)
+    return rows
