@@ -32,7 +32,6 @@ from . import metrics
 from .data import MembershipSets
 from .metrics import honest_and_oracle
 from .models import DiffusionModel
-from .references import ReferenceModels
 
 EVAL = ("members_eval", "nonmembers_eval")
 
@@ -66,9 +65,8 @@ class PartViews:
 def _models(model, hyper: dict) -> list[DiffusionModel]:
     """Every model an attack call queries: the target and any model among its hyper-parameters."""
     model = model.model if isinstance(model, PartViews) else model
-    others = [v.model if isinstance(v, PartViews) else v for v in hyper.values()]
-    others += [m for v in hyper.values() if isinstance(v, ReferenceModels) for m in v.models]
-    return [model, *[v for v in others if isinstance(v, DiffusionModel) and v is not model]]
+    others = _attacks.models_in({k: v.model if isinstance(v, PartViews) else v for k, v in hyper.items()})
+    return [model, *[v for v in others if v is not model]]
 
 
 def _calls(model, sets: MembershipSets, hyper: dict) -> dict:

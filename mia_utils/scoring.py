@@ -165,8 +165,7 @@ class Run:
 
     def queries(self, reset: bool = False) -> int:
         """ε̂ queries since the last reset, of every model the attack calls (the base included)."""
-        models = [self.model, *[v for v in self.call.values() if isinstance(v, DiffusionModel)],
-                  *[m for v in self.call.values() if isinstance(v, ReferenceModels) for m in v.models]]
+        models = [self.model, *_attacks.models_in(self.call)]
         return sum(m.reset_queries() if reset else m.queries for m in models)
 
     def load(self, items: list[Item]) -> torch.Tensor:

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..models import DiffusionModel
+from ..references import ReferenceModels
 from . import clid, gsa, lira, loss, noise_probe, pfami, pia, rediffuse, rmia, secmi, sima, trajectory, wen
 
 ACCESS = ("black box", "gray box", "white box")
@@ -165,6 +167,17 @@ def get(name: str) -> Attack | FeatureAttack:
     return REGISTRY[name]
 
 
+def models_in(hyper: dict) -> list[DiffusionModel]:
+    """Every model among an attack call's hyper-parameters: a base, and each reference model."""
+    found = []
+    for v in hyper.values():
+        if isinstance(v, DiffusionModel):
+            found.append(v)
+        elif isinstance(v, ReferenceModels):
+            found.extend(v.models)
+    return found
+
+
 def sweep(attack: Callable[..., np.ndarray], model, images, ts: Iterable[int], **hyper) -> dict[int, np.ndarray]:
     """The attack's scores at every time step in ``ts``: {t: scores}; costs add up per t."""
     return {int(t): attack(model, images, t=int(t), **hyper) for t in ts}
@@ -172,6 +185,6 @@ def sweep(attack: Callable[..., np.ndarray], model, images, ts: Iterable[int], *
 
 __all__ = [
     "ACCESS", "ATTACKS", "FEATURE_ATTACKS", "REGISTRY", "Attack", "FeatureAttack", "clid", "get", "gsa",
-    "keyword_defaults", "lira", "loss", "noise_probe", "pfami", "pia", "rediffuse", "rmia", "secmi", "sima", "sweep",
-    "trajectory", "wen",
+    "keyword_defaults", "lira", "loss", "models_in", "noise_probe", "pfami", "pia", "rediffuse", "rmia", "secmi",
+    "sima", "sweep", "trajectory", "wen",
 ]

@@ -60,10 +60,16 @@ def from_likelihoods(p_x: np.ndarray, p_x_refs: np.ndarray, inside: np.ndarray, 
     return np.searchsorted(order, ratio_x / gamma, side="right") / len(order)
 
 
+def likelihood(signals: np.ndarray) -> np.ndarray:
+    """p(x | θ) = exp(−L̄(x)) from the signals L_t [..., T] (``_reference.loss_signals``), L̄ their
+    mean over the time steps."""
+    return np.exp(-np.asarray(signals, float).mean(-1))
+
+
 def likelihoods(model: DiffusionModel, images: torch.Tensor, ts: Sequence[int], n_noise: int, seed: int,
                 batch_size: int | None) -> np.ndarray:
-    """p(x | θ) = exp(−L̄(x)) [N]: L̄ averaged over ``ts`` and ``n_noise`` noises."""
-    return np.exp(-loss_signals(model, images, ts, n_noise, seed, batch_size).mean(1))
+    """p(x | θ) [N] of ``model`` (``likelihood``), L̄ over ``ts`` and ``n_noise`` noises."""
+    return likelihood(loss_signals(model, images, ts, n_noise, seed, batch_size))
 
 
 def score(model: DiffusionModel, images: torch.Tensor, references=None, population: torch.Tensor | None = None,

@@ -95,7 +95,7 @@ def scores(sig: Signals, variant: str, k: int | None = None, a: float = 0.5, gam
         sigma = lira.pooled_sigma(pool_s, np.concatenate([inside[p] for p in CAL], axis=1))
         return {p: lira.from_signals(-np.log(sig.target[p]), -np.log(refs[p]), inside[p], sigma=sigma, **hyper)
                 for p in sig.target}
-    like = lambda s: np.exp(-s.mean(-1))  # noqa: E731 - p(x | θ) = exp(−L̄), as rmia.likelihoods
+    like = rmia.likelihood
     p_z, p_z_refs = like(sig.population), like(sig.population_refs[:k])
     return {p: rmia.from_likelihoods(like(sig.target[p]), like(refs[p]), inside[p], p_z, p_z_refs, a=a, gamma=gamma,
                                      **hyper) for p in sig.target}
