@@ -16,19 +16,8 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
-import torch
-
 import mia_utils as mu
 from mia_utils.studies import references as study
-
-
-def population(n: int, seed: int = 0) -> torch.Tensor:
-    """``n`` Fashion-MNIST images outside fashion-lira's population (members + non-members)."""
-    split = mu.zoo.split_of("fashion-lira")
-    data = mu.datasets.load_dataset("fashion")
-    pool = np.array(sorted(set(range(len(data))) - set(split.index("members") + split.index("nonmembers"))))
-    return data[np.sort(np.random.default_rng(seed).choice(pool, n, replace=False))]
 
 
 def _pct(c: dict) -> str:
@@ -46,7 +35,7 @@ def main() -> None:
     model = mu.load_model("zoo:fashion-lira", device=args.device)
     sets = mu.load_membership_sets("zoo:fashion-lira/members", "zoo:fashion-lira/nonmembers", model=model)
     refs = study.zoo_references(n=max(args.ks), device=args.device)
-    sig = study.compute_signals(model, refs, sets, population(args.n_population))
+    sig = study.compute_signals(model, refs, sets, study.zoo_population(args.n_population))
     print(f"signals: {sig.cost['queries_per_image']:.0f} queries per image, {sig.cost['seconds']:.0f} s "
           f"({sig.cost['images_per_second']:.1f} images/s)")
     for (variant, k), r in study.curve(sig, ks=args.ks, n_boot=args.n_boot).items():

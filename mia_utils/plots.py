@@ -400,3 +400,59 @@ def guidance_jitter(studies: dict, assumed: float, figsize=(10, 3.4)):
     axes[1].legend(fontsize="x-small")
     fig.tight_layout()
     return fig
+
+
+def reference_fits(target, references, inside, picks: dict, t_label: str = "", sigma=None, figsize=(11, 3.2)):
+    """LiRA's picture, one panel per picked image ({title: image index}): the reference models'
+    signals on that image, IN (red) and OUT (blue) as ticks, the Gaussians fitted to them (per-image
+    means; ``sigma`` = (σ_in, σ_out) global, else each side's own spread), the target's signal as a
+    black line. ``target`` [N], ``references`` [R, N], ``inside`` [R, N]: one time step's signals."""
+    from scipy.stats import norm
+
+    fig, axes = plt.subplots(1, len(picks), figsize=figsize, sharey=False)
+    for ax, (title, n) in zip(np.atleast_1d(axes), picks.items()):
+        r, s = np.asarray(references)[:, n], float(np.asarray(target)[n])
+        lo, hi = min(r.min(), s), max(r.max(), s)
+        grid = np.linspace(lo - 0.5 * (hi - lo), hi + 0.5 * (hi - lo), 300)
+        for k, (side, mask) in enumerate((("IN", inside[:, n]), ("OUT", ~inside[:, n]))):
+            color = COLORS["members" if side == "IN" else "nonmembers"]
+            ax.plot(r[mask], np.zeros(mask.sum()), "|", ms=18, mew=2, color=color)
+            sd = sigma[k] if sigma is not None else max(r[mask].std(), 1e-6)
+            ax.plot(grid, norm.pdf(grid, r[mask].mean(), sd), color=color, label=f"{side} references ({mask.sum()})")
+        ax.axvline(s, color="black", lw=1.5, label="target")
+        ax.set(title=title, xlabel=f"signal −log L{t_label}", yticks=[])
+    np.atleast_1d(axes)[0].legend(fontsize="small", loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def metric_vs_references(rows: dict, panels: dict, baseline: str | None = None, figsize=(11, 3.4)):
+    """Each panel ({key: y label}) against the number of reference models k, one line per variant
+    with its 95 % interval as a band: ``rows`` maps (variant, k) to a ``metrics.evaluate`` row;
+    a (``baseline``, 0) row is drawn as a dotted horizontal line. TPRs that the row's non-members
+    cannot resolve (``metrics.resolvable``) are left out rather than drawn."""
+    fig, axes = plt.subplots(1, len(panels), figsize=figsize)
+    variants = list(dict.fromkeys(v for v, _ in rows if v != baseline))
+    for ax, (key, label) in zip(np.atleast_1d(axes), panels.items()):
+        scale = 100 if key.startswith("tpr") else 1
+
+        def ok(row, key=key):
+            return key not in metrics.FPR_TARGETS or metrics.resolvable(row["n_nonmembers"], metrics.FPR_TARGETS[key])
+
+        for variant, color in zip(variants, LINE_COLORS):
+            pts = sorted((k, r) for (v, k), r in rows.items() if v == variant and ok(r))
+            if not pts:
+                continue
+            ks = [k for k, _ in pts]
+            ax.plot(ks, [scale * r[key] for _, r in pts], marker="o", ms=4, color=color, label=variant)
+            ax.fill_between(ks, [scale * r[f"{key}_ci"][0] for _, r in pts], [scale * r[f"{key}_ci"][1] for _, r in pts],
+                            color=color, alpha=0.15, lw=0)
+        if baseline is not None and (baseline, 0) in rows and ok(rows[(baseline, 0)]):
+            ax.axhline(scale * rows[(baseline, 0)][key], ls=":", color="0.3", lw=1.2, label=f"{baseline} (no reference)")
+        ks_all = sorted({k for (_, k) in rows if k > 0})
+        ax.set(xscale="log", xlabel="reference models k", ylabel=label)
+        ax.set_xticks(ks_all, [str(k) for k in ks_all])
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
+    np.atleast_1d(axes)[0].legend(fontsize="small")
+    fig.tight_layout()
+    return fig

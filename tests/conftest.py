@@ -52,6 +52,25 @@ def tiny_references(digits: torch.Tensor, n_pairs: int = 2, population: int = 40
     return mu.references.ReferenceModels(models, members, [f"ref{r}" for r in range(len(models))])
 
 
+def make_reference_folders(folders: dict, root: Path) -> dict:
+    """An auditor's reference models for a folder checkpoint: four random UNets of its shape in
+    complementary pairs over its members + non-members, each with members.json; and RMIA's
+    population samples z, the non-members mirrored (images none of them was trained on)."""
+    model = mu.load_model(folders["checkpoint"], device="cpu")
+    c, h, _ = model.sample_shape
+    population = torch.cat([mu.images.load_image_folder(folders[k]) for k in ("members", "nonmembers")])
+    gen = torch.Generator().manual_seed(3)
+    for j in range(2):
+        pick = torch.zeros(len(population), dtype=torch.bool)
+        pick[torch.randperm(len(population), generator=gen)[: len(population) // 2]] = True
+        for r, side in ((2 * j, pick), (2 * j + 1, ~pick)):
+            folder = root / "refs" / f"ref{r}"
+            DiffusionModel(tiny_unet(seed=30 + r, channels=c, size=h), default_scheduler()).save(folder)
+            mu.references.write_members(folder, population[side])
+    z = mu.images.save_image_folder(mu.images.load_image_folder(folders["nonmembers"]).flip(-1)[:8], root / "z")
+    return {"references": str(root / "refs"), "population": str(z)}
+
+
 @pytest.fixture
 def tiny_model() -> DiffusionModel:
     """A random 8x8 grey UNet on the CPU (untrained)."""

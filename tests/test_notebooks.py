@@ -9,6 +9,8 @@ import pytest
 
 import mia_utils as mu
 
+from .conftest import make_reference_folders
+
 # Per-chapter knobs that make a run take seconds; the common parameters come from the fixture.
 TINY = {
     "00_victims": {"n_samples": 4, "ddpm_steps": 20, "ddim_steps": 5, "n_noise": 1, "n_boot": 20},
@@ -32,6 +34,9 @@ TINY = {
                          "n_noise": 1, "pia_ts": [100], "secmi_grid": [[20, 10]], "clid_ts": [[50, 100]],
                          "wen_ts": [[500]], "guidances": [1.0, 3.5], "inversion_steps": 3, "generation_steps": 2,
                          "n_boot": 20},
+    # four random reference UNets of the checkpoint's shape with members.json, mirrored non-members as z
+    "09_references": {"references": "<references>", "population": "<population>", "n_population": None, "ts": [50],
+                      "n_noise": 1, "ks": [1, 2, 4], "sima_ts": [10], "pia_ts": [100], "n_boot": 20},
     "02_sima": {"ts": [0, 50], "n_noise": 1, "n_generated": 8, "ddpm_steps": 10, "ddim_steps": 5, "other_victims": [],
                 "n_boot": 20},
 }
@@ -92,6 +97,9 @@ def test_chapter_runs_on_a_folder_checkpoint(source, tiny_checkpoint, tiny_ldm, 
               "batch_size": 64, "out_dir": str(out_dir)}
     stand_in = {"<checkpoint>": params["checkpoint"], "<ldm>": str(tiny_ldm),  # folders made by the fixtures
                 "<members>": params["members"], "<lora>": str(tiny_sd["lora"])}
+    if source.stem == "09_references":
+        made = make_reference_folders(folders, tmp_path)
+        stand_in.update({"<references>": made["references"], "<population>": made["population"]})
 
     def fill(v):
         return stand_in.get(v, v) if isinstance(v, str) else [fill(x) for x in v] if isinstance(v, list) else v

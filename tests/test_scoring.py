@@ -19,7 +19,7 @@ import mia_utils as mu
 from mia_utils import cli, metrics, scoring
 from mia_utils.noise import content_hashes
 
-from .conftest import tiny_unet
+from .conftest import make_reference_folders, tiny_unet
 
 pytestmark = pytest.mark.parametrize("tiny_checkpoint", [(1, 8)], indirect=True, ids=["grey8"])
 
@@ -230,22 +230,7 @@ def test_reference_attacks_name_what_they_need(folders, reference_folders):
 
 @pytest.fixture
 def reference_folders(folders, tmp_path):
-    """An auditor's reference models: four random UNets of the checkpoint's shape in complementary
-    pairs over its members + non-members, each with members.json; and RMIA's population samples z,
-    the non-members mirrored (images none of them was trained on)."""
-    model = mu.load_model(folders["checkpoint"], device="cpu")
-    c, h, _ = model.sample_shape
-    population = torch.cat([mu.images.load_image_folder(folders[k]) for k in ("members", "nonmembers")])
-    gen = torch.Generator().manual_seed(3)
-    for j in range(2):
-        pick = torch.zeros(len(population), dtype=torch.bool)
-        pick[torch.randperm(len(population), generator=gen)[: len(population) // 2]] = True
-        for r, side in ((2 * j, pick), (2 * j + 1, ~pick)):
-            folder = tmp_path / "refs" / f"ref{r}"
-            mu.DiffusionModel(tiny_unet(seed=30 + r, channels=c, size=h), mu.models.default_scheduler()).save(folder)
-            mu.references.write_members(folder, population[side])
-    z = mu.images.save_image_folder(mu.images.load_image_folder(folders["nonmembers"]).flip(-1)[:8], tmp_path / "z")
-    return {"references": str(tmp_path / "refs"), "population": str(z)}
+    return make_reference_folders(folders, tmp_path)
 
 
 def test_every_attack_of_the_book_is_reachable(folders, reference_folders):

@@ -25,10 +25,13 @@ from .. import specs
 from ..attacks import lira, rmia
 from ..attacks._reference import loss_signals
 from ..data import MembershipSets
+from ..datasets import load_dataset
 from ..harness import calibration_key, measure, report
+from ..images import folder_images
 from ..metrics import with_exact_intervals
 from ..models import DiffusionModel
 from ..references import ReferenceModels
+from ..zoo import split_of as zoo_split
 from ..zoo.recipes import LIRA_REFERENCES, reference_name
 
 CAL = ("members_cal", "nonmembers_cal")
@@ -40,6 +43,11 @@ VARIANTS = {
     "RMIA online": ("rmia", {"online": True}),
     "RMIA offline": ("rmia", {"online": False}),
 }
+# the fewest references each variant runs with when they come in complementary pairs: LiRA fits
+# each image's IN and OUT Gaussians (offline: OUT), offline RMIA averages OUT models, so each image
+# must be OUT of one reference at least (a pair); online RMIA averages whatever models there are.
+MIN_REFERENCES = {"LiRA online": 2, "LiRA offline": 2, "RMIA online": 1, "RMIA offline": 2}
+ACCESS = "gray box + k references"
 
 
 def zoo_references(target: str = "fashion-lira", n: int = LIRA_REFERENCES, device: str = "auto",
@@ -47,6 +55,37 @@ def zoo_references(target: str = "fashion-lira", n: int = LIRA_REFERENCES, devic
     """The zoo's first ``n`` reference models of ``target`` (trained when not cached)."""
     return ReferenceModels.load([specs.folder(f"zoo:{reference_name(r, target)}") for r in range(n)], device=device,
                                 batch_size=batch_size)
+
+
+def zoo_population(n: int, target: str = "fashion-lira", seed: int = 0) -> torch.Tensor:
+    """RMIA's z: ``n`` images of the target's data set outside its population (members +
+    non-members, the halves every reference is trained on), drawn with ``seed``, in data-set order."""
+    split = zoo_split(target)
+    data = load_dataset(split.dataset)
+    pool = np.array(sorted(set(range(len(data))) - set(split.index("members")) - set(split.index("nonmembers"))))
+    if n > len(pool):
+        raise ValueError(f"{n} population samples asked but {target}'s data set holds {len(pool)} outside its population.")
+    return data[np.sort(np.random.default_rng(seed).choice(pool, n, replace=False))]
+
+
+def inputs(checkpoint: str, references: str, population: str, model: DiffusionModel, n_population: int | None = 2000,
+           seed: int = 0, device: str = "auto", batch_size: int = 256, resize: bool = False):
+    """(``ReferenceModels``, z) as chapter 09's parameters name them: ``references`` "zoo" (the
+    zoo's references of a ``zoo:`` target) or a folder of reference folders (each with
+    ``members.json``); ``population`` "zoo" (``zoo_population``) or a folder of images none of the
+    models was trained on (the first ``n_population`` in name order; None: all)."""
+    zoo_target = str(checkpoint).removeprefix("zoo:") if str(checkpoint).startswith("zoo:") else None
+    if "zoo" in (references, population) and zoo_target is None:
+        raise ValueError(f"references/population = 'zoo' need a zoo: target, not {checkpoint!r}: give folders.")
+    if references == "zoo":
+        refs = zoo_references(zoo_target, device=device, batch_size=batch_size)
+    else:
+        refs = ReferenceModels.from_folder(references, device=device, batch_size=batch_size)
+    if population == "zoo":
+        z = zoo_population(n_population or 2000, zoo_target, seed)
+    else:
+        z = folder_images(population, model.sample_shape, resize=resize)[:n_population]
+    return refs, z
 
 
 @dataclass
@@ -59,6 +98,7 @@ class Signals:
     population: np.ndarray              # [M, T] under the target
     population_refs: np.ndarray         # [R, M, T]
     cost: dict
+    per_model: int                      # queries per image and model: K · len(ts)
 
 
 def compute_signals(model: DiffusionModel, references: ReferenceModels, sets: MembershipSets,
@@ -78,7 +118,8 @@ def compute_signals(model: DiffusionModel, references: ReferenceModels, sets: Me
     return Signals(target={p: by_model[0][p] for p in parts},
                    references={p: np.stack([b[p] for b in by_model[1:]]) for p in parts},
                    inside=inside, population=by_model[0]["population"],
-                   population_refs=np.stack([b["population"] for b in by_model[1:]]), cost=cost)
+                   population_refs=np.stack([b["population"] for b in by_model[1:]]), cost=cost,
+                   per_model=n_noise * len(ts))
 
 
 def scores(sig: Signals, variant: str, k: int | None = None, a: float = 0.5, gamma: float = 1.0) -> dict:
@@ -105,15 +146,27 @@ def curve(sig: Signals, ks: Iterable[int] = (2, 4, 8), variants: Iterable[str] =
           n_boot: int = 1000, seed: int = 0) -> dict[tuple[str, int], dict]:
     """{(variant, k): evaluation row} (``harness.report``: AUC, TPR at 1 % and 0.1 % FPR with
     bootstrap CIs, the calibration thresholds realised on evaluation) for each number of
-    references k and variant; ("loss", 0) is the global-threshold baseline."""
-    def row(by_part, **extra):
-        r = report(by_part, n_boot=n_boot, seed=seed, calibrate=FPRS, **extra)
+    references k and variant (from ``MIN_REFERENCES`` on); ("loss", 0) is the global-threshold
+    baseline. Each row's ``queries_per_image`` is (1 + k) · K · len(ts), what scoring one image
+    costs; RMIA's population samples cost as much each, once."""
+    def row(by_part, k, access):
+        r = report(by_part, n_boot=n_boot, seed=seed, calibrate=FPRS, references=k, access=access,
+                   queries_per_image=(1 + k) * sig.per_model)
         for fpr in FPRS:  # a threshold fixed on calibration: exact binomial intervals of its TPR and FPR
             r[calibration_key(fpr)] = with_exact_intervals(r[calibration_key(fpr)], r["n_members"], r["n_nonmembers"])
         return r
 
-    rows = {("loss", 0): row(scores(sig, "loss"), references=0)}
+    rows = {("loss", 0): row(scores(sig, "loss"), 0, "gray box")}
     for variant in variants:
         for k in ks:
-            rows[(variant, k)] = row(scores(sig, variant, k, a=a), references=k)
+            if k >= MIN_REFERENCES[variant]:
+                rows[(variant, k)] = row(scores(sig, variant, k, a=a), k, ACCESS)
     return rows
+
+
+def compare_intervals(row: dict, other: dict, key: str = "auc") -> str:
+    """How ``row``'s 95 % interval of ``key`` stands to ``other``'s, in words: "overlaps",
+    "lies above" or "lies below" (the chapter's answer to "does RMIA with one reference match
+    LiRA with all?" without reading a difference inside the noise as one)."""
+    (lo, hi), (olo, ohi) = row[f"{key}_ci"], other[f"{key}_ci"]
+    return "lies above" if lo > ohi else "lies below" if hi < olo else "overlaps"
