@@ -51,15 +51,16 @@ def image_grid(images: torch.Tensor, ncol: int = 16, ax=None, title: str | None 
     return ax
 
 
-def roc_loglog(curves: dict, ax=None, title: str | None = None):
+def roc_loglog(curves: dict, ax=None, title: str | None = None, colors=None):
     """ROC curves on log–log axes (low FPR is where privacy lives).
 
-    ``curves`` maps a label to (member scores, non-member scores).
+    ``curves`` maps a label to (member scores, non-member scores); ``colors`` one colour per
+    curve (default: the palette in order).
     """
     if ax is None:
         _, ax = plt.subplots(figsize=(4.2, 4.0))
     lo = 1.0
-    for (label, (m, n)), color in zip(curves.items(), LINE_COLORS):
+    for (label, (m, n)), color in zip(curves.items(), colors or LINE_COLORS):
         f, t, _ = metrics.roc(m, n)
         keep = f > 0
         ax.plot(f[keep], t[keep], color=color, label=f"{label} (AUC {metrics.auc(m, n):.3f})")
@@ -453,6 +454,7 @@ def metric_vs_references(rows: dict, panels: dict, baseline: str | None = None, 
         ax.set(xscale="log", xlabel="reference models k", ylabel=label)
         ax.set_xticks(ks_all, [str(k) for k in ks_all])
         ax.xaxis.set_minor_formatter(plt.NullFormatter())
-    np.atleast_1d(axes)[0].legend(fontsize="small")
-    fig.tight_layout()
+    handles, labels = np.atleast_1d(axes)[0].get_legend_handles_labels()  # one legend under the panels
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize="small", frameon=False)
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
     return fig

@@ -101,13 +101,20 @@ def test_audit_skips_chapters_that_need_the_auditors_own_models(tiny_checkpoint,
     checkpoint = str(tiny_checkpoint["checkpoint"])
     assert mu.specs.kind_of(checkpoint) == "pixel"
     run, skipped = cli.audit.plan(sources, checkpoint, {})
-    assert set(skipped) == {"05_latent", "06_noise_probe", "07_text_to_image"}
+    assert set(skipped) == {"05_latent", "06_noise_probe", "07_text_to_image", "09_references"}
     assert "-p base DIR" in skipped["06_noise_probe"] and "text-to-image pipeline" in skipped["07_text_to_image"]
+    assert "-p references DIR" in skipped["09_references"] and "-p population DIR" in skipped["09_references"]
     assert [s.stem for s in run] == [s.stem for s in sources if s.stem not in skipped]
-    run, skipped = cli.audit.plan(sources, checkpoint, {"base": "x", "latent_models": ["y"]})
+    run, skipped = cli.audit.plan(sources, checkpoint, {"base": "x", "latent_models": ["y"], "references": "r"})
+    assert set(skipped) == {"07_text_to_image", "09_references"}  # chapter 09 needs both of its inputs
+    run, skipped = cli.audit.plan(sources, checkpoint, {"base": "x", "latent_models": ["y"], "references": "r",
+                                                        "population": "z"})
     assert set(skipped) == {"07_text_to_image"} and len(run) == len(sources) - 1
-    # the zoo defaults fit the zoo: every pixel chapter runs on a zoo pixel model, chapter 07 on a zoo text-to-image one
+    # the zoo defaults fit the zoo: every pixel chapter runs on a zoo pixel model (chapter 09 on the
+    # one the zoo holds references of), chapter 07 on a zoo text-to-image one
     run, skipped = cli.audit.plan(sources, "zoo:digits-ddpm", {})
+    assert set(skipped) == {"07_text_to_image", "09_references"} and len(run) == len(sources) - 2
+    run, skipped = cli.audit.plan(sources, "zoo:fashion-lira", {})
     assert set(skipped) == {"07_text_to_image"} and len(run) == len(sources) - 1
     run, skipped = cli.audit.plan(sources, "zoo:digits-t2i-full", {}, kind="text-to-image")
     assert [s.stem for s in run] == ["07_text_to_image"] and len(skipped) == len(sources) - 1

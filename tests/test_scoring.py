@@ -19,7 +19,7 @@ import mia_utils as mu
 from mia_utils import cli, metrics, scoring
 from mia_utils.noise import content_hashes
 
-from .conftest import make_reference_folders, tiny_unet
+from .conftest import make_reference_folders
 
 pytestmark = pytest.mark.parametrize("tiny_checkpoint", [(1, 8)], indirect=True, ids=["grey8"])
 

@@ -203,7 +203,45 @@ def test_the_reference_study_scores_as_the_registry_does(tiny_model, digits):
         want = mu.attacks.rmia.score(tiny_model, sets.nonmembers_eval, references=refs.first(2), population=z,
                                      ts=(10, 40), n_noise=2, seed=1, online=online)
         np.testing.assert_allclose(got["nonmembers_eval"], want, atol=1 / len(z) + 1e-12)  # a z level at most
-    rows = study.curve(sig, ks=(2, 4), n_boot=0)
-    assert set(rows) == {("loss", 0)} | {(v, k) for v in study.VARIANTS for k in (2, 4)}
+    rows = study.curve(sig, ks=(1, 2, 4), n_boot=0)
+    # one reference: only online RMIA runs (each image is IN or OUT of it, never both)
+    assert set(rows) == {("loss", 0), ("RMIA online", 1)} | {(v, k) for v in study.VARIANTS for k in (2, 4)}
+    with pytest.raises(ValueError, match="OUT of at least one"):
+        study.scores(sig, "RMIA offline", k=1)
     at = rows[("LiRA online", 4)]["calibrated_at_0.1pct_fpr"]
     assert at["tpr_ci"][0] <= at["tpr"] <= at["tpr_ci"][1] and rows[("LiRA online", 4)]["references"] == 4
+    # what one image costs with k references: the target's and each reference's K · len(ts) queries
+    assert [rows[(v, k)]["queries_per_image"] for v, k in (("loss", 0), ("RMIA online", 1), ("LiRA offline", 4))] == [
+        4, 8, 20]
+
+
+def test_compare_intervals_reads_overlap_not_point_estimates():
+    compare = mu.studies.references.compare_intervals
+    assert compare({"auc_ci": (0.55, 0.60)}, {"auc_ci": (0.50, 0.56)}) == "overlaps"
+    assert compare({"auc_ci": (0.57, 0.60)}, {"auc_ci": (0.50, 0.56)}) == "lies above"
+    assert compare({"auc_ci": (0.40, 0.49)}, {"auc_ci": (0.50, 0.56)}) == "lies below"
+
+
+@pytest.mark.parametrize("tiny_checkpoint", [(1, 8)], indirect=True, ids=["grey8"])
+def test_reference_inputs_from_folders_and_the_zoo_rule(tiny_checkpoint, tmp_path):
+    """Chapter 09's inputs from an auditor's folders: the reference folders with their members and
+    the population folder (all of it for n_population=None, else its first n); 'zoo' needs a zoo
+    target that has references."""
+    from .conftest import make_reference_folders
+
+    folders = {k: str(v) for k, v in tiny_checkpoint.items()}
+    made = make_reference_folders(folders, tmp_path)
+    model = mu.load_model(folders["checkpoint"], device="cpu")
+    refs, z = mu.studies.references.inputs(folders["checkpoint"], made["references"], made["population"], model,
+                                           n_population=None, device="cpu")
+    assert refs.names == ["ref0", "ref1", "ref2", "ref3"] and len(z) == 8
+    population = torch.cat([mu.images.load_image_folder(folders[k]) for k in ("members", "nonmembers")])
+    inside = refs.membership(population)
+    assert (inside[0] ^ inside[1]).all() and (inside.sum(0) == 2).all() and not refs.membership(z).any()
+    _, z3 = mu.studies.references.inputs(folders["checkpoint"], made["references"], made["population"], model,
+                                         n_population=3, device="cpu")
+    assert torch.equal(z3, z[:3])
+    with pytest.raises(ValueError, match="need a zoo: target"):
+        mu.studies.references.inputs(folders["checkpoint"], "zoo", made["population"], model)
+    with pytest.raises(ValueError, match="no reference models of digits-ddpm"):
+        mu.studies.references.inputs("zoo:digits-ddpm", "zoo", made["population"], model)

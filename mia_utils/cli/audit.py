@@ -25,7 +25,7 @@ from ..errors import CheckpointError
 from ..images import folder_images
 from ..io import write_text_atomic
 from ..models import check_device
-from .policy import NEEDS, OWN, TEXT_TO_IMAGE, USER_DEFAULTS, time_steps
+from .policy import NEEDS, OWN, TEXT_TO_IMAGE, USER_DEFAULTS, ZOO_TARGETS, time_steps
 from .report import provenance_lines, summary_html
 
 
@@ -69,7 +69,9 @@ def plan(sources: list[Path], checkpoint: str, parameters: dict, kind: str = "pi
                                  f"a pixel-space UNet2DModel checkpoint (this one is a {kind} model)")
             continue
         need = NEEDS.get(src.stem)
-        if need is not None and need[0] not in parameters and not specs.is_zoo(checkpoint):
+        names = () if need is None else (need[0],) if isinstance(need[0], str) else need[0]
+        zoo_fits = specs.is_zoo(checkpoint) and checkpoint in ZOO_TARGETS.get(src.stem, (checkpoint,))
+        if any(n not in parameters for n in names) and not zoo_fits:
             skipped[src.stem] = need[1]
         else:
             run.append(src)

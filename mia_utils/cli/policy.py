@@ -11,12 +11,18 @@ OWN = ("checkpoint", "members", "nonmembers", "device", "n_eval", "batch_size", 
        "lora")
 
 # Chapters whose defaults name zoo models trained on the embedded digits: on an auditor's own
-# checkpoint they need inputs only the auditor has, or they are skipped with a note.
+# checkpoint they need inputs only the auditor has (a parameter, or several: all of them), or they
+# are skipped with a note.
 NEEDS = {
     "05_latent": ("latent_models", ("your latent models: -p latent_models '[\"DIR\"]' (folders with unet/, "
                                     "scheduler/, vae/, codec.json) trained on these members")),
     "06_noise_probe": ("base", "the pre-trained model your checkpoint was fine-tuned from: -p base DIR"),
+    "09_references": (("references", "population"),
+                      "reference models of your recipe: -p references DIR (sub-folders: diffusers checkpoints, each "
+                      "with members.json) and -p population DIR (images none of the models was trained on)"),
 }
+# Chapters whose zoo defaults fit some zoo targets only: chapter 09's references are fashion-lira's
+ZOO_TARGETS = {"09_references": ("zoo:fashion-lira",)}
 # ... or they run with a default that does not point into the zoo (chapter 04: no other generators;
 # chapters 04 and 05: no Fashion-MNIST replication, which is about the zoo's victims; chapter 07:
 # no second target, and the noise probe inverts with the checkpoint itself under a --lora, else

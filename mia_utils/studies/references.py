@@ -32,7 +32,7 @@ from ..metrics import with_exact_intervals
 from ..models import DiffusionModel
 from ..references import ReferenceModels
 from ..zoo import split_of as zoo_split
-from ..zoo.recipes import LIRA_REFERENCES, reference_name
+from ..zoo.recipes import LIRA_REFERENCES, RECIPES, reference_name
 
 CAL = ("members_cal", "nonmembers_cal")
 FPRS = (0.01, 0.001)  # the FPRs whose thresholds are set on calibration and read on evaluation
@@ -78,6 +78,9 @@ def inputs(checkpoint: str, references: str, population: str, model: DiffusionMo
     if "zoo" in (references, population) and zoo_target is None:
         raise ValueError(f"references/population = 'zoo' need a zoo: target, not {checkpoint!r}: give folders.")
     if references == "zoo":
+        if reference_name(0, zoo_target) not in RECIPES:
+            raise ValueError(f"The zoo holds no reference models of {zoo_target} (it does of fashion-lira): give "
+                             "references= a folder of reference models.")
         refs = zoo_references(zoo_target, device=device, batch_size=batch_size)
     else:
         refs = ReferenceModels.from_folder(references, device=device, batch_size=batch_size)
@@ -122,6 +125,14 @@ def compute_signals(model: DiffusionModel, references: ReferenceModels, sets: Me
                    per_model=n_noise * len(ts))
 
 
+def global_sigma(sig: Signals, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """LiRA's global (σ_in [T], σ_out [T]) of the first ``k`` references (None: all), pooled over
+    the calibration parts' images (``lira.pooled_sigma`` on the signals s = −log L)."""
+    k = len(sig.population_refs) if k is None else k
+    refs = np.concatenate([sig.references[p][:k] for p in CAL], axis=1)
+    return lira.pooled_sigma(-np.log(refs), np.concatenate([sig.inside[p][:k] for p in CAL], axis=1))
+
+
 def scores(sig: Signals, variant: str, k: int | None = None, a: float = 0.5, gamma: float = 1.0) -> dict:
     """{part: scores} of one variant (``VARIANTS``, or "loss" for the global-threshold baseline)
     with the first ``k`` references (None: all)."""
@@ -132,8 +143,7 @@ def scores(sig: Signals, variant: str, k: int | None = None, a: float = 0.5, gam
     refs = {p: r[:k] for p, r in sig.references.items()}
     inside = {p: i[:k] for p, i in sig.inside.items()}
     if name == "lira":
-        pool_s = -np.log(np.concatenate([refs[p] for p in CAL], axis=1))
-        sigma = lira.pooled_sigma(pool_s, np.concatenate([inside[p] for p in CAL], axis=1))
+        sigma = global_sigma(sig, k)
         return {p: lira.from_signals(-np.log(sig.target[p]), -np.log(refs[p]), inside[p], sigma=sigma, **hyper)
                 for p in sig.target}
     like = rmia.likelihood
