@@ -9,9 +9,10 @@ whatever killed the writer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import CheckpointError
@@ -49,6 +50,96 @@ def write_frame_atomic(frame, path: str | Path) -> Path:
     if path.suffix == ".csv":
         return write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
     return write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def check_writable(path: str | Path, what: str) -> None:
+    """Refuse, before any work, an output ``path`` that cannot be written: a name longer than the
+    file system allows, or a parent (the nearest one that exists; the folder itself where ``path``
+    is one) that is not a writable folder.
+    ``what`` names it in the message (``--out 'x'``)."""
+    path = Path(path).absolute()
+    try:  # the limit of the file system at the root (stat of a longer name fails before any check)
+        limit = os.pathconf(path.anchor, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # pragma: no cover - no pathconf here
+        limit = 255
+    long = [part for part in path.parts if len(os.fsencode(part)) > limit]
+    if long:
+        raise ValueError(f"{what}: the name {long[0][:40]!r}... is {len(os.fsencode(long[0]))} bytes long; this file "
+                         f"system allows {limit}: choose a shorter name.")
+    parent = path if path.is_dir() else path.parent  # a folder that exists is written into
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{what}: {str(parent)!r} is a file, not a folder: choose a path inside a folder.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{what}: the folder {str(parent)!r} is not writable by this user: choose a path you can "
+                         "write to.")
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path, what: str) -> Iterator[Path]:
+    """Hold an exclusive lock on the file ``path`` (created if missing) for the block, or raise
+    ValueError naming ``what`` at once when another process holds it: two runs never write the
+    same output. The lock is the kernel's (``fcntl.flock``): it is released when the holder exits,
+    however it exits (``kill -9`` included), so a stale lock file never blocks a later run. The file
+    is left in place (removing it would let a process that opened it before the removal lock a
+    file nobody else sees). On a system without ``fcntl`` (Windows) the block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on the machines we support
+        yield Path(path)
+        return
+    path = Path(path)
+    with open(path, "a+", encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise ValueError(f"{what} is in use by another mia-book run ({holder}): wait for it to finish, or "
+                             "choose another output.") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}\n")
+        fh.flush()
+        try:
+            yield path
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+LAUNCHER_ENV = "MIA_BOOK_COMMAND_PID"  # set by `mia-book score --num-processes N` for its workers
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent dies (``prctl(PR_SET_PDEATHSIG, SIGKILL)``):
+    the workers of ``mia-book score --num-processes N`` and their launcher must not outlive a
+    ``kill -9`` of the command and write its output a minute later. A worker also exits at once
+    when the command that launched it (``LAUNCHER_ENV``) is gone already: its launcher may have
+    died before the request was made. No effect outside Linux."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - a libc without prctl
+        return
+    command = os.environ.get(LAUNCHER_ENV, "")
+    if os.getppid() != parent or (command.isdigit() and int(command) != os.getpid() and not _alive(int(command))):
+        os._exit(1)  # the parent (or the command above it) died before the request: go now
 
 
 def read_json(path: str | Path, what: str = "config", error: type[Exception] = CheckpointError) -> dict:

@@ -30,6 +30,7 @@ batch size, nor the order of the images (``mia_utils.noise``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -49,7 +50,7 @@ from .checks import like_default, positive_int
 from .data import near_duplicates, thumbnails
 from .errors import CheckpointError, DataError
 from .images import check_shape, image_files, load_image_files
-from .io import write_frame_atomic, write_json_atomic
+from .io import check_writable, die_with_parent, exclusive_lock, write_frame_atomic, write_json_atomic
 from .models import DiffusionModel, check_device, resolve_device
 from .noise import content_hashes
 from .probes import binary_scores, fit
@@ -285,6 +286,10 @@ def check_out(out: Path, overwrite: bool) -> None:
     any model is loaded)."""
     if out.suffix not in (".parquet", ".csv"):
         raise ValueError(f"--out {str(out)!r}: name a .parquet or .csv file.")
+    check_writable(out, f"--out {str(out)!r}")
+    if out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a folder: name a .parquet or .csv file (not a folder; --overwrite "
+                         "never replaces a folder).")
     if out.exists() and not overwrite:
         raise ValueError(f"--out {str(out)!r} exists: choose another path, or pass --overwrite to replace it.")
 
@@ -375,92 +380,99 @@ def score(checkpoint: str, attack: str, out: str | Path, parameters: dict | None
     from accelerate.utils import gather_object
 
     out = Path(out).resolve()
+    if "LOCAL_RANK" in os.environ:  # a worker under accelerate launch: never outlive the launcher
+        die_with_parent()
     metrics.check_fpr(fpr)
     on_cpu = resolve_device(check_device(device)).type == "cpu"
     state = PartialState(cpu=on_cpu)
     if not on_cpu and state.num_processes > 1:
         device = state.device  # one GPU per process
     check_out(out, overwrite)
-    run = prepare(checkpoint, attack, parameters, images, members, nonmembers, base, device, dtype, batch_size,
-                  seed, resize, shard_size, references, population)
-    check_shards(out, run, overwrite)
-    folder = shard_dir(out)
-    state.wait_for_everyone()  # every process has checked before anything is removed or written
-    if state.is_main_process:
-        if overwrite:
-            shutil.rmtree(folder, ignore_errors=True)
-            out.unlink(missing_ok=True)
-            Path(str(out) + ".json").unlink(missing_ok=True)
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(folder / "run.json", run.fingerprint, indent=1, sort_keys=True)
-    state.wait_for_everyone()
-    shards = run.shards
-    if state.is_main_process:
-        report(f"[score] {run.model}; {run.attack.title} {json.dumps(run.hyper)}; {len(run.items)} images "
-               f"in {len(shards)} shard(s) over {state.num_processes} process(es); run {run.run_id}")
-    done, computed, t0 = [], 0, time.perf_counter()
-    with state.split_between_processes(list(range(len(shards)))) as mine:
-        todo, stale = [], []
-        for k in mine:
-            path = folder / f"shard-{k:05d}.parquet"
-            earlier = _read_shard(path, run.run_id) if path.is_file() else None  # an interrupted run's
-            if earlier is not None and _shard_matches(earlier, shards[k], run):
-                done.append((k, earlier))
-            else:
-                todo.append(k)
-                if earlier is not None:
-                    stale.append(k)
-        if stale:
-            report(f"[score] {len(stale)} earlier shard(s) ({', '.join(map(str, stale[:5]))}) do not match the images "
-                   "as they are now (another shard's rows, or an image replaced since): scored again")
-        # the next shard is read from disk while this one is scored
-        with ThreadPoolExecutor(1) as reader:
-            ahead = reader.submit(run.load, shards[todo[0]]) if todo else None
-            for i, k in enumerate(todo):
-                images = ahead.result()
-                if i + 1 < len(todo):
-                    ahead = reader.submit(run.load, shards[todo[i + 1]])
-                rows = run.score(shards[k], images)
-                write_frame_atomic(rows.assign(run=run.run_id), folder / f"shard-{k:05d}.parquet")
-                done.append((k, rows))
-                computed += len(rows)
-    seconds = time.perf_counter() - t0
-    stats = {"process": state.process_index, "images": computed, "seconds": seconds, "queries": run.queries()}
-    gathered = gather_object(done) if state.num_processes > 1 else done
-    all_stats = gather_object([stats]) if state.num_processes > 1 else [stats]
-    if not state.is_main_process:
-        return None
-    rows = pd.concat([df for _, df in sorted(gathered, key=lambda kv: kv[0])], ignore_index=True)
-    if len(rows) != len(run.items):
-        raise RuntimeError(f"{len(rows)} rows gathered for {len(run.items)} images: shards are missing.")
-    _check_no_overlap(rows)
-    summary = calibrate(rows, fpr, seed, n_boot=n_boot, features_probe=isinstance(run.attack, _attacks.FeatureAttack))
-    rows.insert(3, "attack", run.attack.name)
-    rows.insert(4, "parameters", json.dumps(run.hyper, sort_keys=True))
-    rows.insert(5, "dtype", dtype)
-    rows["checkpoint_sha256"] = run.fingerprint["checkpoint_sha256"]
-    fresh = sum(s["images"] for s in all_stats)
-    wall = max(s["seconds"] for s in all_stats)
-    info = {"out": str(out), "run": run.run_id, **run.fingerprint, "images": {s: int((rows["split"] == s).sum())
-                                                                               for s in SPLITS},
-            "scored_now": fresh, "resumed": len(rows) - fresh, "processes": state.num_processes,
-            "seconds": wall, "images_per_second": fresh / wall if wall > 0 and fresh else None,
-            "queries_per_image": sum(s["queries"] for s in all_stats) / fresh if fresh else None,
-            "calibration": summary}
-    write_json_atomic(Path(str(out) + ".json"), info, indent=1)
-    write_frame_atomic(rows, out)  # last: its existence means the run is complete
-    shutil.rmtree(folder, ignore_errors=True)
-    report(f"[score] {len(rows)} rows -> {out} ({fresh} scored now, {len(rows) - fresh} from earlier shards; "
-           f"{wall:.1f} s)")
-    if summary:
-        h = summary["held_out"]
-        report(f"[score] threshold {summary['threshold']:.6g} for {fpr:.1%} FPR on {summary['calibration']['nonmembers']} "
-               f"calibration non-members; on held-out labelled images: FPR {h['fpr']:.1%}, TPR {h['tpr']:.1%}, "
-               f"AUC {metrics.format_ci(h, 'auc')}")
-    elif isinstance(run.attack, _attacks.FeatureAttack):
-        report("[score] no labelled images: the features are written, but no probe scores them (give --members and "
-               "--nonmembers).")
-    return out
+    with contextlib.ExitStack() as held:
+        run = prepare(checkpoint, attack, parameters, images, members, nonmembers, base, device, dtype, batch_size,
+                      seed, resize, shard_size, references, population)
+        check_shards(out, run, overwrite)
+        folder = shard_dir(out)
+        if state.is_main_process:  # one run per --out at a time (held to the end, by the main process)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            held.enter_context(exclusive_lock(Path(str(out) + ".lock"), f"--out {str(out)!r}"))
+        state.wait_for_everyone()  # every process has checked before anything is removed or written
+        if state.is_main_process:
+            if overwrite:
+                shutil.rmtree(folder, ignore_errors=True)
+                out.unlink(missing_ok=True)
+                Path(str(out) + ".json").unlink(missing_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(folder / "run.json", run.fingerprint, indent=1, sort_keys=True)
+        state.wait_for_everyone()
+        shards = run.shards
+        if state.is_main_process:
+            report(f"[score] {run.model}; {run.attack.title} {json.dumps(run.hyper)}; {len(run.items)} images "
+                   f"in {len(shards)} shard(s) over {state.num_processes} process(es); run {run.run_id}")
+        done, computed, t0 = [], 0, time.perf_counter()
+        with state.split_between_processes(list(range(len(shards)))) as mine:
+            todo, stale = [], []
+            for k in mine:
+                path = folder / f"shard-{k:05d}.parquet"
+                earlier = _read_shard(path, run.run_id) if path.is_file() else None  # an interrupted run's
+                if earlier is not None and _shard_matches(earlier, shards[k], run):
+                    done.append((k, earlier))
+                else:
+                    todo.append(k)
+                    if earlier is not None:
+                        stale.append(k)
+            if stale:
+                report(f"[score] {len(stale)} earlier shard(s) ({', '.join(map(str, stale[:5]))}) do not match the images "
+                       "as they are now (another shard's rows, or an image replaced since): scored again")
+            # the next shard is read from disk while this one is scored
+            with ThreadPoolExecutor(1) as reader:
+                ahead = reader.submit(run.load, shards[todo[0]]) if todo else None
+                for i, k in enumerate(todo):
+                    images = ahead.result()
+                    if i + 1 < len(todo):
+                        ahead = reader.submit(run.load, shards[todo[i + 1]])
+                    rows = run.score(shards[k], images)
+                    write_frame_atomic(rows.assign(run=run.run_id), folder / f"shard-{k:05d}.parquet")
+                    done.append((k, rows))
+                    computed += len(rows)
+        seconds = time.perf_counter() - t0
+        stats = {"process": state.process_index, "images": computed, "seconds": seconds, "queries": run.queries()}
+        gathered = gather_object(done) if state.num_processes > 1 else done
+        all_stats = gather_object([stats]) if state.num_processes > 1 else [stats]
+        if not state.is_main_process:
+            return None
+        rows = pd.concat([df for _, df in sorted(gathered, key=lambda kv: kv[0])], ignore_index=True)
+        if len(rows) != len(run.items):
+            raise RuntimeError(f"{len(rows)} rows gathered for {len(run.items)} images: shards are missing.")
+        _check_no_overlap(rows)
+        summary = calibrate(rows, fpr, seed, n_boot=n_boot, features_probe=isinstance(run.attack, _attacks.FeatureAttack))
+        rows.insert(3, "attack", run.attack.name)
+        rows.insert(4, "parameters", json.dumps(run.hyper, sort_keys=True))
+        rows.insert(5, "dtype", dtype)
+        rows["checkpoint_sha256"] = run.fingerprint["checkpoint_sha256"]
+        fresh = sum(s["images"] for s in all_stats)
+        wall = max(s["seconds"] for s in all_stats)
+        info = {"out": str(out), "run": run.run_id, **run.fingerprint, "images": {s: int((rows["split"] == s).sum())
+                                                                                   for s in SPLITS},
+                "scored_now": fresh, "resumed": len(rows) - fresh, "processes": state.num_processes,
+                "seconds": wall, "images_per_second": fresh / wall if wall > 0 and fresh else None,
+                "queries_per_image": sum(s["queries"] for s in all_stats) / fresh if fresh else None,
+                "calibration": summary}
+        write_json_atomic(Path(str(out) + ".json"), info, indent=1)
+        write_frame_atomic(rows, out)  # last: its existence means the run is complete
+        shutil.rmtree(folder, ignore_errors=True)
+        report(f"[score] {len(rows)} rows -> {out} ({fresh} scored now, {len(rows) - fresh} from earlier shards; "
+               f"{wall:.1f} s)")
+        if summary:
+            h = summary["held_out"]
+            n_cal = summary["calibration"]["nonmembers"]
+            report(f"[score] threshold {summary['threshold']:.6g} for {fpr:.1%} FPR on {n_cal} "
+                   f"calibration non-members; on held-out labelled images: FPR {h['fpr']:.1%}, TPR {h['tpr']:.1%}, "
+                   f"AUC {metrics.format_ci(h, 'auc')}")
+        elif isinstance(run.attack, _attacks.FeatureAttack):
+            report("[score] no labelled images: the features are written, but no probe scores them (give --members and "
+                   "--nonmembers).")
+        return out
 
 
 def _check_no_near_copies(run: Run) -> None:

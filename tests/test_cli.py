@@ -237,3 +237,32 @@ def test_score_type_checks_its_parameters_as_audit_does(value, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "-p noisy" in err and "expected a bool like the default false" in err, err
+
+
+@pytest.mark.parametrize("tiny_checkpoint", [(1, 8)], indirect=True, ids=["grey8"])
+def test_two_audits_never_write_one_folder_at_once(tiny_checkpoint, tmp_path, capsys):
+    """An audit holds a lock on its --out while it writes: a second one on the same folder exits 2
+    at once naming the holder (both exited 0 and mixed their reports), and runs once it is free."""
+    out = tmp_path / "report"
+    out.mkdir()
+    argv = ["audit", "--checkpoint", str(tiny_checkpoint["checkpoint"]), "--members", str(tiny_checkpoint["members"]),
+            "--nonmembers", str(tiny_checkpoint["nonmembers"]), "--chapters", "02", "--device", "cpu", "--n-eval", "8",
+            "--out", str(out), "--overwrite"]
+    for k, v in TINY["02_sima"].items():
+        argv += ["-p", k, json.dumps(v)]
+    with mu.io.exclusive_lock(out / cli.audit.LOCK, "the first audit"):  # another audit writing this folder
+        assert cli.main(argv) == 2
+        assert f"--out {str(out)!r} is in use by another mia-book run (pid " in capsys.readouterr().err
+        assert sorted(p.name for p in out.iterdir()) == [cli.audit.LOCK]  # nothing written, nothing cleared
+    assert cli.main(argv) == 0 and (out / "summary.json").is_file()
+
+
+def test_outputs_that_cannot_be_written_are_refused_in_both_commands(tmp_path):
+    (tmp_path / "adir.csv").mkdir()
+    with pytest.raises(ValueError, match="is a folder: name a .parquet or .csv file"):
+        mu.scoring.check_out(tmp_path / "adir.csv", overwrite=True)
+    for check in (lambda p: mu.scoring.check_out(p.with_suffix(".csv"), overwrite=False),
+                  lambda p: cli.audit.prepare_out(p, overwrite=False)):
+        with pytest.raises(ValueError, match="bytes long"):
+            check(tmp_path / ("x" * 300))
+    assert not any(tmp_path.glob("x*"))

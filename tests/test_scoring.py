@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -320,3 +321,56 @@ def test_a_re_encoded_member_among_the_non_members_is_refused_as_audit_refuses_i
     x = mu.images.load_image_folder(folders["members"])
     y = mu.images.load_image_folder(nonmembers)
     assert mu.data.near_duplicates(mu.data.thumbnails(x), mu.data.thumbnails(y)) == mu.data.near_duplicates(x, y)
+
+
+def test_one_score_run_per_out_at_a_time(folders, tmp_path):
+    """The main process holds <out>.lock from its first write to its last: a second run on the same
+    --out (or a resume started while orphaned workers of a killed run still write) is refused."""
+    out = tmp_path / "s.parquet"
+    with mu.io.exclusive_lock(str(out) + ".lock", "a run"):
+        with pytest.raises(ValueError, match="is in use by another mia-book run"):
+            _score(folders, out)
+    assert not out.exists() and not scoring.shard_dir(out).exists()
+    assert _score(folders, out) == out.resolve()
+
+
+def _running_with(text: str) -> list[int]:
+    """The pids of live (not zombie) processes whose command line holds ``text``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().decode(errors="replace") and \
+                    (proc / "stat").read_text().split()[2] != "Z":
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG is Linux's")
+def test_kill_9_of_a_multi_process_score_leaves_no_worker_behind(folders, tmp_path):
+    """kill -9 of `mia-book score --num-processes 2` left the accelerate launcher and both workers
+    running; they wrote --out a minute later. Now the launcher dies with the command and each
+    worker with the launcher."""
+    import signal
+    import time
+
+    out = tmp_path / "killed.parquet"
+    cmd = [sys.executable, "-m", "mia_utils", "score", "--checkpoint", folders["checkpoint"], "--attack", "loss",
+           "-p", "t", "30", "--images", folders["images"], "--members", folders["members"], "--nonmembers",
+           folders["nonmembers"], "--out", str(out), "--device", "cpu", "--shard-size", "1", "--num-processes", "2"]
+    top = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(_running_with(str(out))) < 4 and time.time() < deadline:  # the command, the launcher, 2 workers
+        time.sleep(0.2)
+    assert len(_running_with(str(out))) >= 4, "the workers never started"
+    top.send_signal(signal.SIGKILL)
+    top.wait()
+    deadline = time.time() + 10
+    while _running_with(str(out)) and time.time() < deadline:
+        time.sleep(0.2)
+    left = _running_with(str(out))
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"{len(left)} process(es) outlived the killed command"
+    assert not out.exists()

@@ -30,6 +30,7 @@ import time
 from .. import nbrun, scoring, zoo
 from ..checks import positive_int
 from ..errors import CheckpointError, DataError
+from ..io import LAUNCHER_ENV, die_with_parent
 from ..models import PRECISIONS
 from ..zoo import ZooError
 from . import audit
@@ -77,13 +78,19 @@ def _launch(argv: list[str], processes: int) -> int:
     with socket.socket() as sock:  # a free port, so that two runs on one machine do not collide
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = dict(os.environ)
+    env = {**os.environ, LAUNCHER_ENV: str(os.getpid())}  # the workers exit when this command is gone
     if not torch.cuda.is_available():  # the cores shared out: one run of N processes uses what one would
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_port", str(port), "-m", "mia_utils", *rest]
-    return subprocess.call(cmd, env=env)
+    # the launcher dies with this process (kill -9 included), and its workers with it (scoring.score)
+    with subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent) as proc:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            proc.terminate()
+            return proc.wait()
 
 
 def _zoo(args) -> None:

@@ -23,7 +23,7 @@ from .. import data, evidence, nbrun, specs
 from ..checks import like_default, positive_int
 from ..errors import CheckpointError
 from ..images import folder_images
-from ..io import write_text_atomic
+from ..io import check_writable, exclusive_lock, write_text_atomic
 from ..models import check_device
 from .policy import NEEDS, OWN, TEXT_TO_IMAGE, USER_DEFAULTS, ZOO_TARGETS, time_steps
 from .report import provenance_lines, summary_html
@@ -112,6 +112,7 @@ def check_parameters(sources: list[Path], parameters: dict) -> None:
 
 
 MARKER = ".mia-book-audit"  # written into every report folder: only such a folder is ever cleared
+LOCK = ".mia-book-audit.lock"  # held by the audit writing the folder: one audit per --out at a time
 
 
 def _report_files(out: Path) -> list[Path]:
@@ -122,13 +123,14 @@ def _report_files(out: Path) -> list[Path]:
     return [p for p in found if p.exists() or p.is_symlink()]
 
 
-def prepare_out(out: Path, overwrite: bool) -> None:
+def prepare_out(out: Path, overwrite: bool, clear: bool = True) -> None:
     """A report folder that holds nothing of an earlier run: refused when it does, unless ``overwrite``
     (which removes the earlier report first, so that no old number can mix into the new one).
 
     Only a folder an audit wrote (its ``MARKER`` file) is ever cleared, and then only of what an
     audit writes (``_report_files``): a user's own files in it, or a folder of the user's that
-    merely holds a ``summary.json``, are never deleted."""
+    merely holds a ``summary.json``, are never deleted. With ``clear`` False: the checks only."""
+    check_writable(out, f"--out {str(out)!r}")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} is a file: name a folder for the report.")
     earlier = _report_files(out) if out.is_dir() else []
@@ -140,8 +142,12 @@ def prepare_out(out: Path, overwrite: bool) -> None:
         if not overwrite:
             raise ValueError(f"--out {str(out)!r} holds an earlier report ({names}): choose another "
                              "folder, or pass --overwrite to replace it.")
+        if not clear:
+            return
         for p in earlier:
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    if not clear:
+        return
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text("a report folder written by mia-book audit: --overwrite clears only what it wrote\n")
 
@@ -180,31 +186,34 @@ def audit(checkpoint: str, members: str, nonmembers: str, out: str | Path = "aud
     print(f"[audit] {description}", flush=True)
     for line in provenance_lines(checks):  # before any attack: what could make every AUC meaningless
         print(f"[audit] {line}", flush=True)
-    prepare_out(out, overwrite)
-    for stem, need in skipped.items():
-        print(f"[audit] {stem} skipped: it needs {need}", flush=True)
-    common = {"checkpoint": specs.display(checkpoint), "members": specs.display(members),
-              "nonmembers": specs.display(nonmembers), "device": device, "n_eval": n_eval,
-              "batch_size": batch_size, "seed": seed, "resize": resize, "suspect": suspect,
-              "lora": None if lora is None else specs.display(lora), **parameters}
-    times = {}
-    for src in sources:
-        t0 = time.perf_counter()
-        print(f"[audit] {src.stem} ...", flush=True)
-        own = nbrun.parameters_of(src)
-        defaults = USER_DEFAULTS.get(src.stem, {}) if not specs.is_zoo(checkpoint) else {}
-        params = {k: v for k, v in {**defaults, **common}.items() if k in own}
-        params["out_dir"] = str(out / "results" / src.stem)
-        nbrun.run_notebook(src, out / f"{src.stem}.ipynb", parameters=params, cwd=out)
-        times[src.stem] = round(time.perf_counter() - t0, 1)
-        print(f"[audit] {src.stem}: {times[src.stem]} s", flush=True)
-    table = nbrun.summary_table(out / "results")
-    write_text_atomic(out / "summary.html", summary_html(table, checkpoint, members, nonmembers, times, skipped,
-                                              provenance_lines(checks)))
-    write_text_atomic(out / "summary.json", json.dumps({"checkpoint": str(checkpoint), "members": str(members),
-                                                    "nonmembers": str(nonmembers), "suspect": suspect,
-                                                    "seconds": times, "skipped": skipped,
-                                                    "provenance": provenance_lines(checks),
-                                                    "rows": table.to_dict(orient="records")}, indent=1))
-    print(f"[audit] report: {out / 'summary.html'}", flush=True)
-    return out
+    prepare_out(out, overwrite, clear=False)  # refused before anything is written
+    out.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(out / LOCK, f"--out {str(out)!r}"):
+        prepare_out(out, overwrite)  # again under the lock: another audit may have written since
+        for stem, need in skipped.items():
+            print(f"[audit] {stem} skipped: it needs {need}", flush=True)
+        common = {"checkpoint": specs.display(checkpoint), "members": specs.display(members),
+                  "nonmembers": specs.display(nonmembers), "device": device, "n_eval": n_eval,
+                  "batch_size": batch_size, "seed": seed, "resize": resize, "suspect": suspect,
+                  "lora": None if lora is None else specs.display(lora), **parameters}
+        times = {}
+        for src in sources:
+            t0 = time.perf_counter()
+            print(f"[audit] {src.stem} ...", flush=True)
+            own = nbrun.parameters_of(src)
+            defaults = USER_DEFAULTS.get(src.stem, {}) if not specs.is_zoo(checkpoint) else {}
+            params = {k: v for k, v in {**defaults, **common}.items() if k in own}
+            params["out_dir"] = str(out / "results" / src.stem)
+            nbrun.run_notebook(src, out / f"{src.stem}.ipynb", parameters=params, cwd=out)
+            times[src.stem] = round(time.perf_counter() - t0, 1)
+            print(f"[audit] {src.stem}: {times[src.stem]} s", flush=True)
+        table = nbrun.summary_table(out / "results")
+        write_text_atomic(out / "summary.html", summary_html(table, checkpoint, members, nonmembers, times, skipped,
+                                                  provenance_lines(checks)))
+        write_text_atomic(out / "summary.json", json.dumps({"checkpoint": str(checkpoint), "members": str(members),
+                                                        "nonmembers": str(nonmembers), "suspect": suspect,
+                                                        "seconds": times, "skipped": skipped,
+                                                        "provenance": provenance_lines(checks),
+                                                        "rows": table.to_dict(orient="records")}, indent=1))
+        print(f"[audit] report: {out / 'summary.html'}", flush=True)
+        return out
