@@ -8,6 +8,7 @@ diffusers' DDPM pipelines; they are written and hashed as 8-bit pixels.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -69,18 +70,31 @@ def _pixels(im, channels: int | None, size: tuple[int, int] | None):
     return arr
 
 
-def image_files(path: str | Path, recursive: bool = False) -> list[Path]:
-    """The image files of a folder, sorted (hidden files and ``metadata.jsonl`` left out); with
-    ``recursive``, of its sub-folders too (sorted by relative path). A DataError names the folder
-    when it is missing or empty."""
+# The one rule for which files of a folder are its images, for every command and chapter (stated
+# in `mia-book audit --help` and `score --help`): every file in it and in its sub-folders, linked
+# files and linked folders followed (each folder once: a link loop ends), hidden files and folders
+# and metadata.jsonl left out, sorted by path relative to the folder.
+FOLDER_RULE = ("images are every file in the folder and its sub-folders (links followed; hidden files and "
+               "metadata.jsonl left out)")
+
+
+def image_files(path: str | Path, recursive: bool = True) -> list[Path]:
+    """The image files of a folder (``FOLDER_RULE``), sorted by relative path; with ``recursive``
+    False, of the folder alone. A DataError names the folder when it is missing or empty."""
     path = Path(path)
     if not path.is_dir():
         what = "is a file" if path.exists() else "does not exist"
         raise DataError(f"Image folder {str(path)!r} {what}: pass a folder of PNG/JPEG images.")
-    found = path.rglob("*") if recursive else path.iterdir()
-    files = sorted((p for p in found if p.is_file() and p.name != "metadata.jsonl"
-                    and not any(part.startswith(".") for part in p.relative_to(path).parts)),
-                   key=lambda p: p.relative_to(path).as_posix())
+    found, seen = [], set()
+    for root, dirs, names in os.walk(path, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up the tree: this folder was listed already
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
+        found += [Path(root) / n for n in names if not n.startswith(".") and n != "metadata.jsonl"]
+    files = sorted((p for p in found if p.is_file()), key=lambda p: p.relative_to(path).as_posix())
     if not files:
         raise DataError(f"Image folder {str(path)!r} is empty: put the PNG/JPEG images in it.")
     return files
@@ -148,18 +162,20 @@ def load_image_files(files, size: int | tuple[int, int] | None = None, channels:
 
 def load_image_folder(path: str | Path, size: int | tuple[int, int] | None = None,
                       channels: int | None = None, return_names: bool = False):
-    """Read every PNG/JPEG in a folder (sorted by name) as [N, C, H, W] in [-1, 1].
+    """Read every PNG/JPEG of a folder (``FOLDER_RULE``: sub-folders included, sorted by relative
+    path) as [N, C, H, W] in [-1, 1].
 
     ``channels`` 1 or 3 converts (grey <-> RGB); None keeps the files' own mode (grey for L,
     LA, 16-bit and grey-palette files; RGB for colour), which must then agree across files.
     ``size`` (int or (H, W)) resizes with bicubic filtering; None keeps the files' size, which
-    must then agree across files. With ``return_names``, also the file names, in order.
+    must then agree across files. With ``return_names``, also the files' paths relative to the
+    folder (posix), in order.
     """
     if channels not in (None, 1, 3):
         raise DataError(f"channels={channels!r}: use 1 (grey) or 3 (RGB).")
     files = image_files(path)
     images = load_image_files(files, size, channels, where=str(path))
-    return (images, [f.name for f in files]) if return_names else images
+    return (images, [f.relative_to(path).as_posix() for f in files]) if return_names else images
 
 
 def save_image_folder(images: torch.Tensor, path: str | Path, prefix: str = "img") -> Path:

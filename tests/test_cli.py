@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -266,3 +267,45 @@ def test_outputs_that_cannot_be_written_are_refused_in_both_commands(tmp_path):
         with pytest.raises(ValueError, match="bytes long"):
             check(tmp_path / ("x" * 300))
     assert not any(tmp_path.glob("x*"))
+
+
+@pytest.mark.parametrize("tiny_checkpoint", [(1, 8)], indirect=True, ids=["grey8"])
+def test_audit_and_score_read_a_folder_by_one_rule(tiny_checkpoint, tmp_path):
+    """Sub-folders, a linked sub-folder and linked files count in both commands (audit read the
+    top folder only, score skipped linked folders); a link loop ends; hidden files stay out."""
+    import os
+    import shutil
+
+    src = sorted(Path(tiny_checkpoint["members"]).iterdir())
+    members = tmp_path / "members"
+    (members / "sub" / "deeper").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for i, f in enumerate(src[:12]):
+        dest = [members, members / "sub", members / "sub" / "deeper", elsewhere][i % 4]
+        shutil.copy(f, dest / f.name)
+    os.symlink(elsewhere, members / "linked")
+    os.symlink(src[12], members / "file-link.png")
+    os.symlink(members, members / "sub" / "loop")  # back up the tree
+    (members / ".hidden.png").write_bytes(src[13].read_bytes())
+    files = mu.images.image_files(members)
+    names = [f.relative_to(members).as_posix() for f in files]
+    assert len(names) == 13 and "linked/" + src[3].name in names and "file-link.png" in names
+    assert not any("loop" in n or ".hidden" in n for n in names)
+    sets = mu.load_membership_sets(str(members), str(tiny_checkpoint["nonmembers"]), seed=0)
+    assert len(sets.members()) == 13  # audit (the chapters) reads all of them
+    run = mu.scoring.prepare(str(tiny_checkpoint["checkpoint"]), "sima", {"t": 20}, members=str(members),
+                             nonmembers=str(tiny_checkpoint["nonmembers"]), device="cpu")
+    assert sorted(it.path for it in run.items if it.split == "member") == sorted(names)  # and so does score
+    assert "sub-folders (links followed" in help_text("audit") and "sub-folders (links followed" in \
+        help_text("score")
+
+
+def help_text(command: str) -> str:
+    import io
+    from contextlib import redirect_stdout
+
+    buf = io.StringIO()
+    with redirect_stdout(buf), pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    return " ".join(buf.getvalue().split())

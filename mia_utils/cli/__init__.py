@@ -30,6 +30,7 @@ import time
 from .. import nbrun, scoring, zoo
 from ..checks import positive_int
 from ..errors import CheckpointError, DataError
+from ..images import FOLDER_RULE
 from ..io import LAUNCHER_ENV, die_with_parent
 from ..models import PRECISIONS
 from ..zoo import ZooError
@@ -113,7 +114,8 @@ def _zoo(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mia-book", description=__doc__.split("\n")[0].replace("``", "").rstrip(":"))
     sub = parser.add_subparsers(dest="cmd", required=True)
-    a = sub.add_parser("audit", help="run the book's chapters on your checkpoint and images")
+    rule = f"Image folders: {FOLDER_RULE}; the same rule in audit and score."
+    a = sub.add_parser("audit", help="run the book's chapters on your checkpoint and images", epilog=rule)
     a.add_argument("--checkpoint", required=True, help="a local diffusers folder (or a zoo: name)")
     a.add_argument("--lora", help="a LoRA adapter folder (diffusers' save_lora_weights) loaded onto the checkpoint")
     a.add_argument("--members", required=True, help="folder of member images (PNG/JPEG; captions in metadata.jsonl)")
@@ -130,12 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
                    help="any other chapter parameter, e.g. -p n_boot 200")
     s = sub.add_parser("score", help="raw per-image scores of one attack, sharded over processes (accelerate)",
-                       description=scoring.__doc__.split("\n\n")[0])
+                       description=scoring.__doc__.split("\n\n")[0], epilog=rule)
     s.add_argument("--checkpoint", required=True, help="a local diffusers folder (or a zoo: name)")
     s.add_argument("--attack", required=True, help=f"one of {', '.join(scoring.attack_names())}")
     s.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
                    help="an attack parameter, e.g. -p t 50 (JSON values: -p ts '[100, 200]')")
-    s.add_argument("--images", help="folder of images to score (unlabelled; sub-folders included)")
+    s.add_argument("--images", help="folder of images to score (unlabelled)")
     s.add_argument("--members", help="folder of known members (a calibration set, with --nonmembers)")
     s.add_argument("--nonmembers", help="folder of known non-members")
     s.add_argument("--base", help="the pre-trained model the checkpoint was fine-tuned from (noise_probe)")
