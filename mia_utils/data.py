@@ -54,7 +54,7 @@ def check_no_leakage(near: bool = True, **sets) -> None:
                 raise DataError(
                     f"{len(pairs)} near-duplicate pair(s) across {a!r} and {b!r}, e.g. {na[j]} and {nb[k]} "
                     f"(mean absolute pixel difference {d:.4f} on [-1, 1]): a re-encoded or resized copy of a "
-                    "member is not a non-member; remove it from one of the two sets."
+                    "image is the same image; remove it from one of the two sets."
                 )
 
 
@@ -215,6 +215,18 @@ class MembershipSets:
     source: dict = field(default_factory=dict)
     # part name -> one caption per image (from metadata.jsonl or a zoo split); None: no captions
     captions: dict[str, list[str]] | None = None
+    # part name -> each image's name in messages (its file, or "members_cal[3]"); None: by position
+    names: dict[str, list[str]] | None = None
+
+    def named(self, name: str) -> tuple[torch.Tensor, list[str]]:
+        """(images, names) of a part or of ``members`` / ``nonmembers``: what ``check_no_leakage``
+        takes, so that its message names files, not positions."""
+        if name in ("members", "nonmembers"):
+            (a, na), (b, nb) = self.named(f"{name}_cal"), self.named(f"{name}_eval")
+            return torch.cat([a, b]), na + nb
+        images = getattr(self, name)
+        given = (self.names or {}).get(name)
+        return images, list(given) if given is not None else [f"{name}[{i}]" for i in range(len(images))]
 
     def captions_of(self, name: str) -> list[str]:
         """The captions of a part (``members_cal`` …, ``members``, ``nonmembers``); the empty prompt
@@ -291,6 +303,7 @@ def load_membership_sets(members, nonmembers, model=None, n_eval: int | None = N
                 caps[label] = (caps[label][0], caps[label][1][:n_eval])
         parts[label] = (cal, ev)
         names[label] = cal_names + ev_names
+        names[f"{label}_cal"], names[f"{label}_eval"] = cal_names, ev_names
     folders = not isinstance(members, (CutPart, tuple)) and not isinstance(nonmembers, (CutPart, tuple))
     given = [label for label in ("members", "nonmembers") if caps[label] is not None]
     if folders and len(given) == 1:  # one folder captioned, the other prompted with "": caption attacks skewed
@@ -305,7 +318,8 @@ def load_membership_sets(members, nonmembers, model=None, n_eval: int | None = N
             given = caps[label] or ([""] * len(cal), [""] * len(ev))
             captions[f"{label}_cal"], captions[f"{label}_eval"] = list(given[0]), list(given[1])
     sets = MembershipSets(*parts["members"], *parts["nonmembers"],
-                          source={"members": str(members), "nonmembers": str(nonmembers)}, captions=captions)
+                          source={"members": str(members), "nonmembers": str(nonmembers)}, captions=captions,
+                          names={k: v for k, v in names.items() if k in SPLIT_NAMES[:4]})
     check_no_leakage(members=(torch.cat(parts["members"]), names["members"]),
                      nonmembers=(torch.cat(parts["nonmembers"]), names["nonmembers"]))
     return sets

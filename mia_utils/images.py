@@ -228,7 +228,11 @@ def read_captions(folder: str | Path, files: Sequence[str]) -> list[str] | None:
     if not path.is_file():  # a link to /dev/zero, a fifo, a folder: never read, never taken as absent
         raise DataError(f"{path} is not a regular file: replace it with the captions file or remove it.")
     captions: dict[str, str] = {}
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path} is not UTF-8 text (byte {err.start}): save the captions file as UTF-8.") from None
+    for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:

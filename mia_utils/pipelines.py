@@ -126,7 +126,9 @@ def _check_components(folder: Path, index: dict) -> None:
 
 def _load_lora(pipeline, lora: Path) -> None:
     if not lora.is_dir():
-        raise CheckpointError(f"LoRA folder {str(lora)!r} does not exist.")
+        what = ("is a file: name the adapter's folder (the one save_lora_weights wrote)" if lora.exists() else
+                "does not exist")
+        raise CheckpointError(f"LoRA folder {str(lora)!r} {what}.")
     refuse_pickles(lora, PIPELINE_PICKLE_FIX)
     files = sorted(lora.glob("*.safetensors"))
     if len(files) != 1:
@@ -161,8 +163,8 @@ def load_pipeline(source: str | Path, lora: str | Path | None = None, device: st
         return Target("pixel", load_model(folder, device=device, batch_size=batch_size, dtype=dtype), None, folder)
     index = read_json(index_file, "model_index.json")
     name = index.get("_class_name")
-    if name not in SUPPORTED:
-        raise CheckpointError(f"{str(folder)!r} holds a {name}, which we do not audit; supported pipelines: "
+    if not isinstance(name, str) or name not in SUPPORTED:
+        raise CheckpointError(f"{str(folder)!r} holds a {name!r}, which we do not audit; supported pipelines: "
                               f"{', '.join(SUPPORTED)}.")
     _check_components(folder, index)
     refuse_pickles(folder, PIPELINE_PICKLE_FIX)
@@ -172,6 +174,7 @@ def load_pipeline(source: str | Path, lora: str | Path | None = None, device: st
             raise CheckpointError(f"--lora applies to a text-to-image pipeline, not to a {name}.")
         return Target(kind, load_model(folder, device=device, batch_size=batch_size, dtype=dtype), None, folder)
     import diffusers
+    from safetensors import SafetensorError
 
     where = resolve_device(device)
     kwargs = {"safety_checker": None, "requires_safety_checker": False} if kind == "text-to-image" else {}
@@ -179,7 +182,7 @@ def load_pipeline(source: str | Path, lora: str | Path | None = None, device: st
         with _quiet():
             pipeline = getattr(diffusers, name).from_pretrained(folder, use_safetensors=True, local_files_only=True,
                                                                  low_cpu_mem_usage=False, **kwargs)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, SafetensorError) as err:  # a component's weights unreadable (any of them)
         first = str(err).strip().splitlines()[0][:300]
         raise CheckpointError(f"diffusers cannot load {str(folder)!r} as a {name} ({first}).") from None
     if lora is not None:

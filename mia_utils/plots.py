@@ -458,3 +458,25 @@ def metric_vs_references(rows: dict, panels: dict, baseline: str | None = None, 
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize="small", frameon=False)
     fig.tight_layout(rect=(0, 0.09, 1, 1))
     return fig
+
+
+def null_ecdf(curves: dict, alpha: float = 0.01, figsize=(4.6, 4.0)):
+    """The set test's calibration under the null: for each attack ({name: k_curve's result}), the
+    empirical CDF of the p-values when the suspects are non-members, all sizes k pooled, against
+    the uniform (the diagonal). A valid test lies on or below it: P(p ≤ α) ≤ α. Log axes show the
+    small p-values an accusation rests on; ``alpha`` dotted."""
+    fig, ax = plt.subplots(figsize=figsize)
+    lo = 1.0
+    for (name, c), color in zip(curves.items(), LINE_COLORS):
+        p = np.sort(np.asarray(c["null"], float).ravel())
+        ecdf = np.arange(1, len(p) + 1) / len(p)
+        ax.step(p, ecdf, where="post", color=color, label=name)
+        lo = min(lo, 1 / len(p))
+    grid = np.logspace(np.log10(lo), 0, 50)
+    ax.plot(grid, grid, ls="--", color="0.5", lw=1, label="uniform (a valid test: on or below)")
+    ax.axvline(alpha, ls=":", color="0.3", lw=1)
+    ax.set(xscale="log", yscale="log", xlim=(lo, 1), ylim=(lo, 1.05), xlabel="p-value (suspects: non-members)",
+           ylabel="share of draws with a p-value ≤ x")
+    ax.legend(fontsize="small", loc="lower right")
+    fig.tight_layout()
+    return fig

@@ -317,9 +317,14 @@ def _shard_matches(rows: pd.DataFrame, items: list[Item], run: Run) -> bool:
     return list(rows["content_sha256"]) == content_hashes(run.load(items))
 
 
-def _read_shard(path: Path, run_id: str) -> pd.DataFrame:
-    df = pd.read_parquet(path)
-    if set(df["run"]) != {run_id}:
+def _read_shard(path: Path, run_id: str) -> pd.DataFrame | None:
+    """An earlier shard's rows, or None when the file cannot be read (a write cut short outside our
+    atomic writes, a truncated copy): the shard is then scored again."""
+    try:
+        df = pd.read_parquet(path)
+    except Exception:  # noqa: BLE001  (pyarrow raises its own types for a damaged file)
+        return None
+    if "run" not in df or set(df["run"]) != {run_id}:
         raise ValueError(f"{str(path)!r} belongs to another run: delete {str(path.parent)!r} and start again.")
     return df.drop(columns="run")
 
@@ -388,6 +393,11 @@ def score(checkpoint: str, attack: str, out: str | Path, parameters: dict | None
     if not on_cpu and state.num_processes > 1:
         device = state.device  # one GPU per process
     check_out(out, overwrite)
+    for flag, folder in (("--images", images), ("--members", members), ("--nonmembers", nonmembers),
+                         ("--population", population)):
+        if folder is not None and not specs.is_zoo(folder) and out.is_relative_to(Path(folder).resolve()):
+            raise ValueError(f"--out {str(out)!r} lies inside {flag} {str(folder)!r}: its files (and its shards) would "
+                             "be read as images; write it outside the image folders.")
     with contextlib.ExitStack() as held:
         run = prepare(checkpoint, attack, parameters, images, members, nonmembers, base, device, dtype, batch_size,
                       seed, resize, shard_size, references, population)
@@ -419,11 +429,12 @@ def score(checkpoint: str, attack: str, out: str | Path, parameters: dict | None
                     done.append((k, earlier))
                 else:
                     todo.append(k)
-                    if earlier is not None:
+                    if path.is_file():  # another shard's rows, an image replaced since, or a damaged file
                         stale.append(k)
             if stale:
                 report(f"[score] {len(stale)} earlier shard(s) ({', '.join(map(str, stale[:5]))}) do not match the images "
-                       "as they are now (another shard's rows, or an image replaced since): scored again")
+                       "as they are now (another shard's rows, an image replaced since, or a damaged file): "
+                       "scored again")
             # the next shard is read from disk while this one is scored
             with ThreadPoolExecutor(1) as reader:
                 ahead = reader.submit(run.load, shards[todo[0]]) if todo else None

@@ -100,7 +100,7 @@ def kind_of(spec) -> str:
     root = folder(spec)
     if (root / "model_index.json").is_file():
         name = read_json(root / "model_index.json", "model_index.json").get("_class_name")
-        if name not in SUPPORTED:
+        if not isinstance(name, str) or name not in SUPPORTED:
 
             load_pipeline(root)  # the one error that names the supported pipelines
         return SUPPORTED[name]

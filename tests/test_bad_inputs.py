@@ -159,3 +159,17 @@ def test_unknown_zoo_names_and_devices(tmp_path):
     with pytest.raises(CheckpointError, match="is a file, not a folder"):
         (tmp_path / "f").write_text("")
         mu.load_model(tmp_path / "f")
+
+
+def test_odd_pipeline_folders_are_one_sentence(tmp_path):
+    """A list as model_index.json's _class_name ("unhashable type: 'list'" before) and --lora naming
+    a file ("does not exist" before) name what is wrong."""
+    folder = tmp_path / "pipe"
+    folder.mkdir()
+    (folder / "model_index.json").write_text('{"_class_name": ["evil", "EvilPipeline"]}')
+    with pytest.raises(mu.errors.CheckpointError, match=r"holds a \['evil', 'EvilPipeline'\], which we do not audit"):
+        mu.specs.kind_of(str(folder))
+    adapter = tmp_path / "pytorch_lora_weights.safetensors"
+    adapter.write_bytes(b"x")
+    with pytest.raises(mu.errors.CheckpointError, match="is a file: name the adapter's folder"):
+        mu.pipelines._load_lora(None, adapter)

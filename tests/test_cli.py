@@ -64,6 +64,9 @@ def test_audit_of_a_stable_diffusion_folder_with_a_lora(tiny_sd, tmp_path):
     assert m["parameters"]["lora"] == str(tiny_sd["lora"].resolve()) and m["parameters"]["captions"] == "metadata"
     attacks = {name.split(": ", 1)[1] for name in m["metrics"]}
     assert {"SimA p=4", "CLiD", "Wen et al.", "noise probe γ₁=3.5", "SimA p=4, empty prompt"} <= attacks
+    # each row names what the auditor gave (it said "full fine-tune", the zoo's example)
+    given = f"{tiny_sd['folder'].name} + LoRA {tiny_sd['lora'].name}"
+    assert {name.split(": ", 1)[0] for name in m["metrics"]} == {given}
     # --lora on a pixel checkpoint: one sentence, exit 2, nothing written
     assert cli.main(["audit", "--checkpoint", "zoo:digits-ddpm", "--lora", str(tiny_sd["lora"]), "--members",
                      str(tiny_sd["members"]), "--nonmembers", str(tiny_sd["nonmembers"]), "--out",
@@ -309,3 +312,20 @@ def help_text(command: str) -> str:
     with redirect_stdout(buf), pytest.raises(SystemExit):
         cli.main([command, "--help"])
     return " ".join(buf.getvalue().split())
+
+
+@pytest.mark.parametrize("tiny_checkpoint", [(1, 8)], indirect=True, ids=["grey8"])
+def test_a_suspect_that_copies_a_nonmember_is_named_by_its_files(tiny_checkpoint, tmp_path):
+    """A suspect equal to a non-member was named by position ("image 2", "image 0 and image 46")
+    and called "a copy of a member": both files are named now."""
+    import shutil
+
+    suspect = tmp_path / "suspect"
+    suspect.mkdir()
+    nonmember = sorted(Path(tiny_checkpoint["nonmembers"]).iterdir())[5]
+    shutil.copy(nonmember, suspect / "mine.png")
+    with pytest.raises(mu.errors.DataError) as err:
+        cli.audit.validate(str(tiny_checkpoint["checkpoint"]), str(tiny_checkpoint["members"]),
+                           str(tiny_checkpoint["nonmembers"]), "cpu", None, False, None, str(suspect), None)
+    assert str(suspect / "mine.png") in str(err.value) and str(nonmember) in str(err.value)
+    assert "image 0" not in str(err.value) and "member" not in str(err.value).replace("nonmember", "")

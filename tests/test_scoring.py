@@ -374,3 +374,41 @@ def test_kill_9_of_a_multi_process_score_leaves_no_worker_behind(folders, tmp_pa
         os.kill(pid, signal.SIGKILL)
     assert not left, f"{len(left)} process(es) outlived the killed command"
     assert not out.exists()
+
+
+def test_bad_outputs_and_damaged_shards_are_one_sentence(folders, tmp_path):
+    """--out inside an image folder is refused (it failed with "scores.csv is not a PNG or JPEG
+    image" on the next run); a truncated shard is scored again (it failed with "Parquet magic bytes
+    not found"); under --num-processes 2 a validation error is one line and exit 2 (40 lines of
+    torch-elastic's ChildFailedError and exit 1 before)."""
+    mine = {k: str(tmp_path / k) for k in ("members", "nonmembers", "images")}
+    for k in mine:
+        shutil.copytree(folders[k], mine[k])
+    mine["checkpoint"] = folders["checkpoint"]
+    with pytest.raises(ValueError, match="lies inside --images .* write it outside the image folders"):
+        _score(mine, Path(mine["images"]) / "scores.csv")
+    first = pd.read_parquet(_score(mine, tmp_path / "whole.parquet", shard_size=8))
+    real, calls = scoring.Run.score, {"n": 0}
+
+    def dies_after_two(self, items, images=None):
+        calls["n"] += 1
+        if calls["n"] > 3:  # prepare()'s one-image check, then two shards
+            raise KeyboardInterrupt("killed")
+        return real(self, items, images)
+
+    out = tmp_path / "s.parquet"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(scoring.Run, "score", dies_after_two)
+        with pytest.raises(KeyboardInterrupt):
+            _score(mine, out, shard_size=8)
+    (scoring.shard_dir(out) / "shard-00000.parquet").write_bytes(b"PAR1 cut short")  # a damaged shard
+    lines = []
+    again = pd.read_parquet(_score(mine, out, shard_size=8, report=lines.append))
+    assert any("damaged file" in line for line in lines)
+    pd.testing.assert_frame_equal(first, again)
+    proc = subprocess.run([sys.executable, "-m", "mia_utils", "score", "--checkpoint", folders["checkpoint"],
+                           "--attack", "sima", "-p", "t", "5000", "--images", folders["images"], "--out",
+                           str(tmp_path / "x.csv"), "--device", "cpu", "--num-processes", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-3000:]
+    assert proc.stderr.startswith("mia-book: error:") and "5000" in proc.stderr

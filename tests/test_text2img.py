@@ -285,6 +285,13 @@ def test_bad_metadata_is_one_clear_error(tmp_path, digits, lines, match):
         mu.images.read_captions(folder, files)
 
 
+def test_a_captions_file_that_is_not_utf8_names_itself(tmp_path, digits):
+    folder, files = _folder(tmp_path, digits, lambda fs: [{"file_name": f, "text": "x"} for f in fs])
+    (folder / "metadata.jsonl").write_bytes('{"file_name": "a", "text": "caf\u00e9"}\n'.encode("latin-1"))
+    with pytest.raises(mu.data.DataError, match=r"metadata.jsonl is not UTF-8 text \(byte \d+\): save"):
+        mu.images.read_captions(folder, files)
+
+
 def test_the_conditional_training_step_learns_captions(target, digits):
     """train_ddpm on (latents, captions) lowers the conditional loss of what it saw."""
     import copy

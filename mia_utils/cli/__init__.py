@@ -85,13 +85,22 @@ def _launch(argv: list[str], processes: int) -> int:
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_port", str(port), "-m", "mia_utils", *rest]
-    # the launcher dies with this process (kill -9 included), and its workers with it (scoring.score)
-    with subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent) as proc:
+    # the launcher dies with this process (kill -9 included), and its workers with it (scoring.score);
+    # its stderr is kept: a worker's one-sentence error is printed once, not under torch-elastic's
+    # 40-line ChildFailedError report
+    with subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent, stderr=subprocess.PIPE, text=True) as proc:
         try:
-            return proc.wait()
+            _, err = proc.communicate()
         except KeyboardInterrupt:
             proc.terminate()
-            return proc.wait()
+            _, err = proc.communicate()
+    ours = list(dict.fromkeys(line for line in err.splitlines() if line.startswith("mia-book: error:")))
+    if proc.returncode != 0 and ours:
+        print("\n".join(ours), file=sys.stderr)
+        return 2
+    if err.strip():
+        print(err.rstrip("\n")[-20000:], file=sys.stderr)  # warnings, or an unexpected failure in full
+    return proc.returncode
 
 
 def _zoo(args) -> None:

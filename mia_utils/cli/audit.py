@@ -49,8 +49,9 @@ def validate(checkpoint: str, members: str, nonmembers: str, device: str = "auto
                               "parameters), or choose other chapters.")
     description = f"{target.kind} model: {model}{'' if lora is None else f' with the LoRA {lora}'}; {sets}"
     if suspect is not None:
-        images = folder_images(suspect, target.image_shape, resize=resize)
-        data.check_no_leakage(suspect=images, nonmembers=sets.nonmembers())
+        images, files = folder_images(suspect, target.image_shape, resize=resize, return_names=True)
+        data.check_no_leakage(suspect=(images, [str(Path(suspect) / f) for f in files]),
+                              nonmembers=sets.named("nonmembers"))
         description += f"; {len(images)} suspect images"
     checks = evidence.provenance(sets, n_boot=200)
     if target.conditional:

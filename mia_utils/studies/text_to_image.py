@@ -4,6 +4,7 @@ every generation guidance γ₁, and thresholds carried across a hidden guidance
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 from .. import metrics
 from ..attacks import noise_probe
@@ -75,6 +76,20 @@ def base_spec(checkpoint, lora=None, base=None):
     if base is None and lora is not None:
         return checkpoint
     return base
+
+
+# the zoo's two fine-tunes by what they are; any other target by what the auditor gave
+ZOO_LABELS = {"zoo:digits-t2i-full": "full fine-tune", "zoo:digits-t2i-lora": "LoRA fine-tune"}
+
+
+def target_label(spec, lora=None) -> str:
+    """The name of a target in chapter 07's tables and metrics: the zoo fine-tunes by kind ("full
+    fine-tune"), a folder by its name, with "+ LoRA <adapter folder>" where an adapter was given
+    (an auditor's report names what the auditor gave, not the zoo's example)."""
+    if lora is None and str(spec) in ZOO_LABELS:
+        return ZOO_LABELS[str(spec)]
+    name = str(spec).removeprefix("zoo:") if str(spec).startswith("zoo:") else Path(spec).name
+    return f"{name} + LoRA {Path(lora).name}" if lora is not None else name
 
 
 def probe_label(guidance: float, metric: str = "pixel MSE") -> str:
