@@ -173,3 +173,17 @@ def test_odd_pipeline_folders_are_one_sentence(tmp_path):
     adapter.write_bytes(b"x")
     with pytest.raises(mu.errors.CheckpointError, match="is a file: name the adapter's folder"):
         mu.pipelines._load_lora(None, adapter)
+
+
+def test_a_text_encoder_with_a_hostile_header_is_one_sentence(tiny_sd, tmp_path):
+    """A safetensors header claiming 90 MB in the text encoder raised safetensors' own error
+    uncaught (the UNet's was caught): every component's is one sentence now."""
+    import shutil
+    import struct
+
+    folder = tmp_path / "sd"
+    shutil.copytree(tiny_sd["folder"], folder)
+    weights = next((folder / "text_encoder").glob("*.safetensors"))
+    weights.write_bytes(struct.pack("<Q", 90_000_000) + b"{}")
+    with pytest.raises(mu.errors.CheckpointError, match="diffusers cannot load .* as a StableDiffusionPipeline"):
+        mu.pipelines.load_pipeline(folder, device="cpu")
