@@ -95,17 +95,19 @@ class Target:
 
 
 @contextlib.contextmanager
-def _quiet():
+def _quiet(critical: bool = False):
     """diffusers' and transformers' loading bars and notices off while a pipeline loads (a chapter
-    or an audit shows its own progress); errors still raise."""
+    or an audit shows its own progress); errors still raise. ``critical``: their logged errors off
+    too, where we raise our own sentence for the same fault (a LoRA that does not fit: diffusers
+    logs every mismatched tensor, 60 lines, before it raises)."""
     from diffusers.utils import logging as dlog
     from transformers.utils import logging as tlog
 
     levels = (dlog.get_verbosity(), tlog.get_verbosity())
     dlog.disable_progress_bar()
     tlog.disable_progress_bar()
-    dlog.set_verbosity_error()
-    tlog.set_verbosity_error()
+    dlog.set_verbosity(dlog.CRITICAL if critical else dlog.ERROR)
+    tlog.set_verbosity(tlog.CRITICAL if critical else tlog.ERROR)
     try:
         yield
     finally:
@@ -135,10 +137,11 @@ def _load_lora(pipeline, lora: Path) -> None:
         raise CheckpointError(f"LoRA folder {str(lora)!r} holds {len(files)} .safetensors files; one is needed "
                               "(pytorch_lora_weights.safetensors, as save_lora_weights writes it).")
     try:
-        with _quiet():  # "no LoRA keys for the text encoder": the usual case, not news
+        with _quiet(critical=True):  # "no LoRA keys for the text encoder": the usual case, not news
             pipeline.load_lora_weights(str(lora), weight_name=files[0].name, adapter_name="audit")
     except (ValueError, RuntimeError, KeyError, TypeError) as err:
-        first = str(err).strip().splitlines()[0][:300]
+        lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+        first = next((line for line in lines if line.startswith("size mismatch")), lines[0] if lines else "")[:300]
         raise CheckpointError(f"The LoRA in {str(lora)!r} does not fit this pipeline's UNet ({first}).") from None
     if "audit" not in (pipeline.get_active_adapters() or []):
         raise CheckpointError(f"The LoRA in {str(lora)!r} holds no weight for this pipeline's UNet: is it an "
