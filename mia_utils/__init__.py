@@ -10,7 +10,8 @@ own (``tests/test_layers.py`` keeps this true, reading ``LAYERS``):
    one door to the UNet, and checkpoint loading);
 3. ``data`` (splits, leakage checks, ``MembershipSets``), ``latent`` (the β-VAE), ``text2img``
    (the text-conditional hook, tiny SD pipelines), ``sampling``, ``train``, ``kde``,
-   ``extraction``, ``features``, ``references`` (reference models and their members' manifests);
+   ``extraction``, ``features``, ``references`` (reference models and their members' manifests),
+   ``privacy`` (ε lower bounds from attacks, per-sample gradients for DP-SGD);
 4. ``pipelines`` (any local diffusers pipeline folder, + LoRA, as an audit target),
    ``quality``, ``probes``;
 5. ``attacks`` (one module per attack, feature attacks included, one contract, one registry),
@@ -37,7 +38,7 @@ LAYERS = (
     ("checks", "io", "noise"),
     ("images", "metrics"),
     ("datasets", "models"),
-    ("data", "latent", "text2img", "sampling", "train", "kde", "extraction", "features", "references"),
+    ("data", "latent", "text2img", "sampling", "train", "kde", "extraction", "features", "references", "privacy"),
     ("pipelines", "quality", "probes"),
     ("attacks", "evidence"),
     ("zoo",),
