@@ -1,5 +1,5 @@
-"""Differential privacy, audited: empirical lower bounds on ε from a membership attack, and the
-per-sample gradients DP-SGD clips (chapter 10's engine, in progress).
+"""Differential privacy, audited: DP-SGD for the book's UNets and empirical lower bounds on ε
+from a membership attack (chapter 10's engine, in progress).
 
 A mechanism M is (ε, δ)-DP when for neighbouring training sets D, D' and every event S,
 P[M(D) ∈ S] ≤ e^ε P[M(D') ∈ S] + δ. A membership test at a threshold is such an event: its true-
@@ -20,26 +20,36 @@ stochastically dominated by Binomial(r, e^ε / (1 + e^ε)); observing v correct,
 P[Binomial(r, e^ε / (1 + e^ε)) ≥ v] < β is rejected at confidence 1 − β, and ``epsilon_one_run``
 returns the largest rejected ε (the pure-ε form, δ = 0, as PAPERS.md states it).
 
+DP-SGD (``train_dp``; Abadi et al. 2016, with DPDM's noise multiplicity): Poisson-sampled batches
+(rate q), each example's loss averaged over K draws of (t, ε) *before* its gradient is clipped to
+norm C, Gaussian noise N(0, σ²C²) added to the sum, the sum divided by the expected batch size qN.
+Opacus's ``DPOptimizer`` clips, noises and steps; its accountant gives ε at δ. The per-example
+gradients come from ``torch.func`` (``example_gradients``), not from Opacus's ``GradSampleModule``:
+its per-layer samplers see the B·K rows of a K-draw batch as B·K examples and would clip each draw
+on its own, which is not noise multiplicity.
+
 Library note: Opacus 1.6.0's ``GradSampleModule`` in its default hooks mode returns all-zero
 per-sample gradients for the weights of ``mid_block.resnets.1.conv1`` and ``.conv2`` of the book's
-UNet2DModel (widths 32, 64) whenever the mid-block attention is present (biases agree; without
-the attention every layer agrees); ``force_functorch=True`` agrees with ``torch.func`` on every
-parameter. Cost measured on 2026-12-07 (batch 64 of 8×8 digits, one thread, forward + backward
-with per-sample gradients): hooks 0.18 s, functorch 0.23 s, plain autograd 0.05 s per step. ``PER_SAMPLE_MODE`` is the mode DP-SGD here uses; ``tests/test_privacy.py`` checks
-both modes against ``per_sample_gradients`` on every parameter.
+UNet2DModel (widths 32, 64) whenever the mid-block attention is present (biases agree; without the
+attention every layer agrees; the cause inside Opacus's hooks was not found); with
+``force_functorch=True`` it agrees with ``torch.func`` on every parameter. Measured on 2026-12-07
+(batch 64 of 8×8 digits, one thread, forward and backward with per-sample gradients): hooks 0.18 s,
+functorch 0.23 s, plain autograd 0.05 s per step. ``tests/test_privacy.py`` checks both modes
+against ``per_sample_gradients`` on every parameter, and a DP step against a loop by hand.
 """
+
 
 from __future__ import annotations
 
 import math
+import time
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
 from .metrics import clopper_pearson
-
-# Opacus's grad-sample mode for our UNets: the hooks mode is wrong for two layers (module docstring)
-PER_SAMPLE_MODE = {"force_functorch": True}
+from .models import DiffusionModel
 
 
 def epsilon_from_counts(true_positives: int, n_members: int, false_positives: int, n_nonmembers: int,
@@ -112,3 +122,110 @@ def per_sample_gradients(model: torch.nn.Module, loss, *batch) -> dict[str, torc
         return loss(lambda *inputs: functional_call(model, p, tuple(i[None] for i in inputs)), *example)
 
     return vmap(grad(one), in_dims=(None, *([0] * len(batch))))(params, *batch)
+
+
+@dataclass
+class DPConfig:
+    """DP-SGD's knobs (module docstring). ``noise_multiplier`` σ, or None to take the σ that
+    Opacus's accountant gives for ``target_epsilon`` at ``delta`` over ``steps``."""
+
+    steps: int = 1000
+    batch_size: int = 64             # expected batch size: the Poisson rate is batch_size / N
+    lr: float = 1e-3
+    max_grad_norm: float = 1.0       # C: each example's gradient is clipped to it
+    noise_multiplier: float | None = None
+    target_epsilon: float | None = 10.0
+    delta: float | None = None       # None: 1 / (10 N), below 1 / N as DP requires
+    multiplicity: int = 4            # K (t, ε) draws per example, averaged before clipping
+    accountant: str = "prv"
+    seed: int = 0
+    log_every: int = 50
+
+
+def example_gradients(unet: torch.nn.Module, model: DiffusionModel, x0: torch.Tensor, t: torch.Tensor,
+                      eps: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each example's gradient of its ε-loss averaged over its K draws, for every trainable
+    parameter: ``x0`` [B, C, H, W], ``t`` [B, K], ``eps`` [B, K, C, H, W]; example i's loss is
+    the mean over its K draws and pixels of (ε − ε̂(√ᾱ_t x0 + √(1 − ᾱ_t) ε, t))²."""
+    from torch.func import functional_call, grad, vmap
+
+    alpha_bar = model.alpha_bar.to(x0.device, x0.dtype)
+    params = {k: v.detach() for k, v in unet.named_parameters() if v.requires_grad}
+    frozen = {k: v.detach() for k, v in unet.named_parameters() if not v.requires_grad}
+
+    def one(p, xi, ti, ei):  # one example: its K draws as one batch of K
+        a = alpha_bar[ti].view(-1, 1, 1, 1)
+        x_t = a.sqrt() * xi[None] + (1 - a).sqrt() * ei
+        return ((functional_call(unet, {**frozen, **p}, (x_t, ti)).sample - ei) ** 2).mean()
+
+    return vmap(grad(one), in_dims=(None, 0, 0, 0))(params, x0, t, eps)
+
+
+def train_dp(model: DiffusionModel, images: torch.Tensor, config: DPConfig | None = None,
+             progress: bool = False) -> dict:
+    """Train ``model.unet`` in place with DP-SGD (module docstring) on ``images`` [N, C, H, W] in
+    [-1, 1]. Returns {"epsilon", "delta", "noise_multiplier", "sample_rate", "log", "config",
+    "seconds_per_step"}: the accountant's ε after the run, the loss every ``log_every`` steps."""
+    from opacus.accountants import create_accountant
+    from opacus.accountants.utils import get_noise_multiplier
+    from opacus.optimizers import DPOptimizer
+    from tqdm.auto import tqdm
+
+    config = config or DPConfig()
+    model.check_images(images)
+    n = len(images)
+    q = config.batch_size / n
+    if not 0 < q <= 1:
+        raise ValueError(f"batch_size={config.batch_size} must lie in 1..{n} (the Poisson rate is batch_size / N).")
+    delta = config.delta if config.delta is not None else 1 / (10 * n)
+    if not 0 < delta < 1 / n:
+        raise ValueError(f"delta={delta} must lie below 1/N = {1 / n:.3g}: a larger δ allows leaking an example.")
+    sigma = config.noise_multiplier
+    if sigma is None:
+        if config.target_epsilon is None:
+            raise ValueError("Give noise_multiplier, or target_epsilon for the accountant to choose it.")
+        sigma = get_noise_multiplier(target_epsilon=config.target_epsilon, target_delta=delta, sample_rate=q,
+                                     steps=config.steps, accountant=config.accountant)
+    unet, device = model.unet, model.device
+    gen = torch.Generator().manual_seed(config.seed)
+    noise_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
+    names = [k for k, p in unet.named_parameters() if p.requires_grad]
+    params = [p for p in unet.parameters() if p.requires_grad]
+    opt = DPOptimizer(torch.optim.Adam(params, lr=config.lr), noise_multiplier=sigma,
+                      max_grad_norm=config.max_grad_norm, expected_batch_size=config.batch_size,
+                      loss_reduction="mean", generator=noise_gen)
+    accountant = create_accountant(config.accountant)
+    data = images.to(device, torch.float32)
+    log, running, t0 = [], [], time.perf_counter()
+    T, K = model.num_train_timesteps, config.multiplicity
+    unet.train()
+    for step in tqdm(range(1, config.steps + 1), desc="DP-SGD", disable=not progress, mininterval=2):
+        picked = torch.rand(n, generator=gen) < q  # Poisson sampling: each example in with probability q
+        x0 = data[picked.to(device)]
+        t = torch.randint(T, (len(x0), K), generator=gen).to(device)
+        eps = torch.randn((len(x0), K, *x0.shape[1:]), generator=gen).to(device)
+        opt.zero_grad(set_to_none=True)
+        if len(x0):
+            grads = example_gradients(unet, model, x0, t, eps)
+            for name, p in zip(names, params):
+                p.grad_sample = grads[name]
+        else:  # an empty Poisson batch: the step is noise alone, as the analysis assumes
+            for p in params:
+                p.grad_sample = torch.zeros((0, *p.shape), device=device)
+        opt.step()
+        accountant.step(noise_multiplier=sigma, sample_rate=q)
+        if len(x0):  # the training loss of the batch's first draws (before the step), for the log
+            with torch.no_grad():
+                a = model.alpha_bar.to(device, x0.dtype)[t[:, 0]].view(-1, 1, 1, 1)
+                pred = model.forward(a.sqrt() * x0 + (1 - a).sqrt() * eps[:, 0], t[:, 0])
+                running.append(float(((pred - eps[:, 0]) ** 2).mean()))
+        if step % config.log_every == 0 or step == config.steps:
+            log.append({"step": step, "loss": float(np.mean(running)) if running else float("nan"),
+                        "seconds": round(time.perf_counter() - t0, 2)})
+            running = []
+    unet.eval()
+    for p in params:
+        p.grad_sample = None
+    return {"epsilon": float(accountant.get_epsilon(delta)), "delta": delta, "noise_multiplier": float(sigma),
+            "sample_rate": q, "log": log, "config": asdict(config),
+            "seconds_per_step": (time.perf_counter() - t0) / config.steps}

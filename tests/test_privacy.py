@@ -99,7 +99,7 @@ def test_opacus_per_sample_gradients_in_the_mode_we_use_agree_with_torch_func_on
         m.load_state_dict(reference_model.state_dict())
         return m
 
-    assert disagree(_per_sample(fresh(), x, t, eps, **privacy.PER_SAMPLE_MODE)) == []
+    assert disagree(_per_sample(fresh(), x, t, eps, force_functorch=True)) == []
     hooks = _per_sample(fresh(), x, t, eps)  # Opacus's default: the finding this test keeps
     assert disagree(hooks) == ["mid_block.resnets.1.conv1.weight", "mid_block.resnets.1.conv2.weight"]
     assert all(hooks[n].abs().max() == 0 and want[n].norm() > 1 for n in disagree(hooks))
@@ -107,3 +107,60 @@ def test_opacus_per_sample_gradients_in_the_mode_we_use_agree_with_torch_func_on
     single = fresh()
     ((single(x[1:2], t[1:2]).sample - eps[1:2]) ** 2).sum().backward()
     assert disagree({n: torch.stack([want[n][0], p.grad, *want[n][2:]]) for n, p in single.named_parameters()}) == []
+
+
+def test_each_examples_gradient_averages_its_k_draws_before_clipping(tiny_model):
+    """example_gradients against autograd, one example and its K draws at a time (noise
+    multiplicity: the gradient of the K-draw mean loss); then Opacus's DPOptimizer, without noise,
+    against the clipped sum over the expected batch size computed by hand."""
+    from opacus.optimizers import DPOptimizer
+
+    torch.manual_seed(0)
+    unet = tiny_model.unet
+    x0 = torch.rand(3, 1, 8, 8) * 2 - 1
+    t = torch.tensor([[5, 300], [40, 900], [120, 600]])
+    eps = torch.randn(3, 2, 1, 8, 8)
+    got = privacy.example_gradients(unet, tiny_model, x0, t, eps)
+    by_hand = []
+    for i in range(3):
+        unet.zero_grad()
+        a = tiny_model.alpha_bar.float()[t[i]].view(-1, 1, 1, 1)
+        x_t = a.sqrt() * x0[i:i + 1] + (1 - a).sqrt() * eps[i]
+        ((unet(x_t, t[i]).sample - eps[i]) ** 2).mean().backward()
+        by_hand.append({n: p.grad.clone() for n, p in unet.named_parameters()})
+    for n, g in got.items():
+        torch.testing.assert_close(g, torch.stack([h[n] for h in by_hand]), rtol=1e-4, atol=1e-6)
+    clip, expected = 0.05, 4
+    norms = torch.stack([torch.sqrt(sum((h[n] ** 2).sum() for n in got)) for h in by_hand])
+    assert (norms > clip).all()  # every example is clipped here
+    params = [p for _, p in unet.named_parameters()]
+    opt = DPOptimizer(torch.optim.SGD(params, lr=1.0), noise_multiplier=0.0, max_grad_norm=clip,
+                      expected_batch_size=expected, loss_reduction="mean")
+    for n, p in unet.named_parameters():
+        p.grad_sample = got[n]
+    before = {n: p.detach().clone() for n, p in unet.named_parameters()}
+    opt.step()
+    for n, p in unet.named_parameters():
+        want = sum(h[n] * min(1.0, clip / float(norms[i])) for i, h in enumerate(by_hand)) / expected
+        torch.testing.assert_close(before[n] - p.detach(), want, rtol=1e-4, atol=1e-7)
+
+
+def test_train_dp_reaches_its_target_epsilon_and_reruns_bit_for_bit(tiny_model, digits):
+    """A short DP-SGD run: the accountant's ε after it is at most the target (and near it: the
+    noise multiplier was chosen for it), the weights moved, and the same seed gives the same
+    weights."""
+    import copy
+
+    config = privacy.DPConfig(steps=6, batch_size=8, lr=1e-3, target_epsilon=8.0, multiplicity=2, log_every=3)
+    runs = []
+    for _ in range(2):
+        model = copy.deepcopy(tiny_model)
+        out = privacy.train_dp(model, digits[:40], config)
+        runs.append((model, out))
+    (m1, out), (m2, _) = runs
+    assert 7.0 < out["epsilon"] <= 8.0 + 1e-6 and out["delta"] == 1 / 400 and out["noise_multiplier"] > 0
+    assert [e["step"] for e in out["log"]] == [3, 6]
+    moved = any(not torch.equal(a, b) for a, b in zip(m1.unet.parameters(), tiny_model.unet.parameters()))
+    assert moved and all(torch.equal(a, b) for a, b in zip(m1.unet.parameters(), m2.unet.parameters()))
+    with pytest.raises(ValueError, match="must lie below 1/N"):
+        privacy.train_dp(copy.deepcopy(tiny_model), digits[:40], privacy.DPConfig(steps=1, batch_size=8, delta=0.1))
