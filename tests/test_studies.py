@@ -213,6 +213,18 @@ def test_the_reference_study_scores_as_the_registry_does(tiny_model, digits):
     # what one image costs with k references: the target's and each reference's K · len(ts) queries
     assert [rows[(v, k)]["queries_per_image"] for v, k in (("loss", 0), ("RMIA online", 1), ("LiRA offline", 4))] == [
         4, 8, 20]
+    # the chapter's views of the rows: each variant at its most references, in the curve's order
+    best = study.headline(rows)
+    assert list(best) == ["loss", *study.VARIANTS] and {r["references"] for v, r in best.items() if v != "loss"} == {4}
+    assert study.label("loss", 0) == "loss (global threshold)" and study.label("RMIA online", 1) == "RMIA online, k = 1"
+    table = study.threshold_table({"x": best["LiRA online"]})
+    assert list(table.columns) == ["1 % on cal.: FPR (%)", "1 % on cal.: TPR (%)", "0.1 % on cal.: FPR (%)",
+                                   "0.1 % on cal.: TPR (%)"]
+    target, others, inside = study.evaluation_view(sig)
+    assert target.shape == (16,) and others.shape == inside.shape == (4, 16)
+    np.testing.assert_array_equal(target[:8], -np.log(sig.target["members_eval"][:, 0]))
+    picks = study.examples(np.array([0.1, 0.9, 0.5]), np.array([3.0, 1.0, 2.0, 0.0]))
+    assert picks == {"the member LiRA is surest of": 1, "a typical member": 2, "a typical non-member": 3 + 2}
 
 
 def test_compare_intervals_reads_overlap_not_point_estimates():

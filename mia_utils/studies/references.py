@@ -180,3 +180,47 @@ def compare_intervals(row: dict, other: dict, key: str = "auc") -> str:
     LiRA with all?" without reading a difference inside the noise as one)."""
     (lo, hi), (olo, ohi) = row[f"{key}_ci"], other[f"{key}_ci"]
     return "lies above" if lo > ohi else "lies below" if hi < olo else "overlaps"
+
+
+def label(variant: str, k: int) -> str:
+    """A row's name in the chapter's tables and metrics: "RMIA online, k = 8"; the baseline's."""
+    return "loss (global threshold)" if variant == "loss" else f"{variant}, k = {k}"
+
+
+def headline(rows: dict[tuple[str, int], dict]) -> dict[str, dict]:
+    """{variant: its row with the most references} of a ``curve`` (the loss baseline's included)."""
+    out: dict[str, dict] = {}
+    for (variant, k), row in rows.items():  # in the curve's order of variants
+        if variant not in out or k > out[variant]["references"]:
+            out[variant] = row
+    return out
+
+
+def threshold_table(rows: dict[str, dict]):
+    """TPR and FPR (%) with Clopper–Pearson intervals of the thresholds set on calibration at each
+    of ``FPRS``, one row per named evaluation row (``curve``'s)."""
+    import pandas as pd
+
+    def cell(c, what):
+        lo, hi = c[f"{what}_ci"]
+        return f"{100 * c[what]:.2f} [{100 * lo:.2f}, {100 * hi:.2f}]"
+
+    return pd.DataFrame({name: {f"{100 * fpr:g} % on cal.: {w.upper()} (%)": cell(row[calibration_key(fpr)], w)
+                                for fpr in FPRS for w in ("fpr", "tpr")} for name, row in rows.items()}).T
+
+
+def evaluation_view(sig: Signals, t_index: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The evaluation images' signals s = −log L at one time step, members first: the target's
+    [N], the references' [R, N] and which reference holds each image [R, N] (the LiRA figure)."""
+    parts = ("members_eval", "nonmembers_eval")
+    target = -np.log(np.concatenate([sig.target[p][:, t_index] for p in parts]))
+    refs = -np.log(np.concatenate([sig.references[p][:, :, t_index] for p in parts], axis=1))
+    return target, refs, np.concatenate([sig.inside[p] for p in parts], axis=1)
+
+
+def examples(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> dict[str, int]:
+    """Three images to draw, as indices into ``evaluation_view``'s order: the member a score is
+    surest of, the median member and the median non-member."""
+    m, n = np.argsort(member_scores), np.argsort(nonmember_scores)
+    return {"the member LiRA is surest of": int(m[-1]), "a typical member": int(m[len(m) // 2]),
+            "a typical non-member": len(m) + int(n[len(n) // 2])}
