@@ -18,6 +18,7 @@ COLUMNS = {
     "p": "p",  # the AUC's label-permutation p-value (evidence, chapter 08)
     "tpr": "TPR@1%FPR (%)",
     "tpr01": "TPR@0.1%FPR (%)",
+    "n": "n members / non-members",  # per side, evaluated: what a TPR at an FPR can resolve
     "transfer": "FPR / TPR at the calibrated 1% threshold",
     "access": "access",
     "queries": "queries",
@@ -33,6 +34,7 @@ def _row_cells(row: dict) -> dict:
         COLUMNS["p"]: f"{row['auc_p']:.1g}" if "auc_p" in row else "",
         COLUMNS["tpr"]: format_ci(row, "tpr_at_1pct_fpr", pct=True),
         COLUMNS["tpr01"]: format_ci(row, "tpr_at_0_1pct_fpr", pct=True),
+        COLUMNS["n"]: f"{row['n_members']} / {row['n_nonmembers']}" if "n_members" in row else "",
         COLUMNS["transfer"]: f"{100 * cal['fpr']:.1f} / {100 * cal['tpr']:.1f}" if cal else "",
         COLUMNS["access"]: row.get("access", ""),
         COLUMNS["queries"]: f"{row['queries_per_image']:g}" if "queries_per_image" in row else "",
