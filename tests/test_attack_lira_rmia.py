@@ -28,7 +28,8 @@ def signals():
 
 
 def _lira_by_hand(target, refs, inside, online, global_variance):
-    """The Gaussian fits example by example with scipy.stats.norm (ddof 0, as the paper's code)."""
+    """The Gaussian fits example by example with scipy.stats.norm: a per-example σ with ddof 0 (as
+    the paper's code), the pooled σ with one degree of freedom per example's mean."""
     n, t = target.shape
     out = []
     pooled = {}
@@ -36,7 +37,7 @@ def _lira_by_hand(target, refs, inside, online, global_variance):
         res = [[refs[r, i, k] - refs[mask[:, i], i, k].mean() for r in range(len(refs)) if mask[r, i]]
                for i in range(n) for k in range(t)]
         pooled[side] = [np.sqrt(sum(sum(v ** 2 for v in res[i * t + k]) for i in range(n))
-                                / sum(len(res[i * t + k]) for i in range(n))) for k in range(t)]
+                                / sum(len(res[i * t + k]) - 1 for i in range(n))) for k in range(t)]
     for i in range(n):
         total = 0.0
         for k in range(t):

@@ -204,8 +204,12 @@ def test_the_reference_study_scores_as_the_registry_does(tiny_model, digits):
                                      ts=(10, 40), n_noise=2, seed=1, online=online)
         np.testing.assert_allclose(got["nonmembers_eval"], want, atol=1 / len(z) + 1e-12)  # a z level at most
     rows = study.curve(sig, ks=(1, 2, 4), n_boot=0)
-    # one reference: only online RMIA runs (each image is IN or OUT of it, never both)
-    assert set(rows) == {("loss", 0), ("RMIA online", 1)} | {(v, k) for v in study.VARIANTS for k in (2, 4)}
+    # one reference: only online RMIA runs (each image is IN or OUT of it, never both); one pair:
+    # offline RMIA too, but not LiRA, whose σ over one model per side would be 0
+    assert set(rows) == {("loss", 0), ("RMIA online", 1), ("RMIA online", 2), ("RMIA offline", 2)} | {
+        (v, 4) for v in study.VARIANTS}
+    with pytest.raises(ValueError, match="fewer than 2 reference"):
+        study.scores(sig, "LiRA offline", k=2)
     with pytest.raises(ValueError, match="OUT of at least one"):
         study.scores(sig, "RMIA offline", k=1)
     at = rows[("LiRA online", 4)]["calibrated_at_0.1pct_fpr"]

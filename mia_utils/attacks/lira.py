@@ -53,8 +53,8 @@ def _fit(signals: np.ndarray, mask: np.ndarray, side: str, min_count: int = 1) -
     if (counts < min_count).any():
         raise ValueError(f"{int((counts < min_count).sum())} image(s) are {side} of fewer than {min_count} reference "
                          f"model(s): LiRA needs each image {side} of at least {min_count} (the references must be "
-                         "trained on halves of a population that holds the images scored; a per-image σ needs 2, "
-                         "a global σ 1).")
+                         "trained on halves of a population that holds the images scored; a σ, per image or pooled "
+                         "over images, needs 2 on each side; given a pooled σ, the scored images need 1).")
     w = mask[:, :, None].astype(np.float64)
     mu = (w * signals).sum(0) / counts[:, None]
     return mu, np.sqrt((w * (signals - mu) ** 2).sum(0) / counts[:, None])
@@ -62,13 +62,16 @@ def _fit(signals: np.ndarray, mask: np.ndarray, side: str, min_count: int = 1) -
 
 def pooled_sigma(references: np.ndarray, inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The global σ_in [T] and σ_out [T]: each t's residuals s − μ pooled over the images of
-    ``references`` [R, N, T] (IN and OUT apart; ``inside`` [R, N])."""
+    ``references`` [R, N, T] (IN and OUT apart; ``inside`` [R, N]), the pooled variance
+    Σ (s − μ)² / Σ (n_i − 1) (each image's mean costs one degree of freedom). Each image must be
+    on each side of 2 references at least: with one, its residual is 0 and σ would be 0 (a
+    complementary pair alone cannot measure any spread)."""
     refs, inside = np.asarray(references, float), np.asarray(inside, bool)
     out = []
     for mask, side in ((inside, "IN"), (~inside, "OUT")):
-        mu, _ = _fit(refs, mask, side)
+        mu, _ = _fit(refs, mask, side, min_count=2)
         w = mask[:, :, None]
-        out.append(np.sqrt((w * (refs - mu) ** 2).sum((0, 1)) / w.sum((0, 1))))
+        out.append(np.sqrt((w * (refs - mu) ** 2).sum((0, 1)) / (w.sum((0, 1)) - mask.shape[1])))
     return out[0], out[1]
 
 

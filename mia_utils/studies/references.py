@@ -43,10 +43,11 @@ VARIANTS = {
     "RMIA online": ("rmia", {"online": True}),
     "RMIA offline": ("rmia", {"online": False}),
 }
-# the fewest references each variant runs with when they come in complementary pairs: LiRA fits
-# each image's IN and OUT Gaussians (offline: OUT), offline RMIA averages OUT models, so each image
-# must be OUT of one reference at least (a pair); online RMIA averages whatever models there are.
-MIN_REFERENCES = {"LiRA online": 2, "LiRA offline": 2, "RMIA online": 1, "RMIA offline": 2}
+# the fewest references each variant runs with when they come in complementary pairs: LiRA's σ is
+# a spread over models, so each calibration image must be on each side of 2 references (two pairs;
+# one pair gives σ = 0); offline RMIA averages OUT models, so each image must be OUT of one (a
+# pair); online RMIA averages whatever models there are.
+MIN_REFERENCES = {"LiRA online": 4, "LiRA offline": 4, "RMIA online": 1, "RMIA offline": 2}
 ACCESS = "gray box + k references"
 
 
