@@ -393,14 +393,14 @@ def score(checkpoint: str, attack: str, out: str | Path, parameters: dict | None
     if not on_cpu and state.num_processes > 1:
         device = state.device  # one GPU per process
     check_out(out, overwrite)
-    for flag, folder in (("--images", images), ("--members", members), ("--nonmembers", nonmembers),
-                         ("--population", population)):
-        if folder is not None and not specs.is_zoo(folder) and out.is_relative_to(Path(folder).resolve()):
-            raise ValueError(f"--out {str(out)!r} lies inside {flag} {str(folder)!r}: its files (and its shards) would "
-                             "be read as images; write it outside the image folders.")
     with contextlib.ExitStack() as held:
         run = prepare(checkpoint, attack, parameters, images, members, nonmembers, base, device, dtype, batch_size,
                       seed, resize, shard_size, references, population)
+        for flag, folder in (("--images", images), ("--members", members), ("--nonmembers", nonmembers),
+                             ("--population", population)):
+            if folder is not None and not specs.is_zoo(folder) and out.is_relative_to(Path(folder).resolve()):
+                raise ValueError(f"--out {str(out)!r} lies inside {flag} {str(folder)!r}: its files (and its shards) would "
+                                 "be read as images; write it outside the image folders.")
         check_shards(out, run, overwrite)
         folder = shard_dir(out)
         if state.is_main_process:  # one run per --out at a time (held to the end, by the main process)
