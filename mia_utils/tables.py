@@ -34,7 +34,7 @@ def _row_cells(row: dict) -> dict:
         COLUMNS["p"]: f"{row['auc_p']:.1g}" if "auc_p" in row else "",
         COLUMNS["tpr"]: format_ci(row, "tpr_at_1pct_fpr", pct=True),
         COLUMNS["tpr01"]: format_ci(row, "tpr_at_0_1pct_fpr", pct=True),
-        COLUMNS["n"]: f"{row['n_members']} / {row['n_nonmembers']}" if "n_members" in row else "",
+        COLUMNS["n"]: f"{row['n_members']}/{row['n_nonmembers']}" if "n_members" in row else "",
         COLUMNS["transfer"]: f"{100 * cal['fpr']:.1f} / {100 * cal['tpr']:.1f}" if cal else "",
         COLUMNS["access"]: row.get("access", ""),
         COLUMNS["queries"]: f"{row['queries_per_image']:g}" if "queries_per_image" in row else "",
@@ -80,6 +80,8 @@ def show(results: Mapping[str, dict], **kwargs):
     return stacked(table(results, **kwargs))
 
 
+# Our columns whose header may wrap (its values never do: "1024/1024")
+WRAPPED = (COLUMNS["n"],)
 # The numbers of the results table; the other columns say how each row was obtained.
 NUMBER_COLUMNS = tuple(COLUMNS[k] for k in ("auc", "p", "tpr", "tpr01"))
 
@@ -94,7 +96,7 @@ class Stacked:
     def _repr_html_(self) -> str:
         html = []
         for part in self.parts:  # numbers stay on one line (book.css); words (settings, names) may wrap
-            words = [c for c in part.columns if c not in COLUMNS.values() and c not in self.numbers]
+            words = [c for c in part.columns if (c not in COLUMNS.values() or c in WRAPPED) and c not in self.numbers]
             style = part.style.hide(axis="index").set_properties(subset=words, **{"white-space": "normal"})
             html.append(style.to_html())
         return "".join(html)
