@@ -83,7 +83,7 @@ def show(results: Mapping[str, dict], **kwargs):
 # Our columns whose header may wrap (its values never do: "1024/1024")
 WRAPPED = (COLUMNS["n"],)
 # The numbers of the results table; the other columns say how each row was obtained.
-NUMBER_COLUMNS = tuple(COLUMNS[k] for k in ("auc", "p", "tpr", "tpr01"))
+NUMBER_COLUMNS = tuple(COLUMNS[k] for k in ("auc", "p", "tpr", "tpr01", "n"))
 
 
 class Stacked:
@@ -96,7 +96,7 @@ class Stacked:
     def _repr_html_(self) -> str:
         html = []
         for part in self.parts:  # numbers stay on one line (book.css); words (settings, names) may wrap
-            words = [c for c in part.columns if (c not in COLUMNS.values() or c in WRAPPED) and c not in self.numbers]
+            words = [c for c in part.columns if c in WRAPPED or (c not in COLUMNS.values() and c not in self.numbers)]
             style = part.style.hide(axis="index").set_properties(subset=words, **{"white-space": "normal"})
             html.append(style.to_html())
         return "".join(html)

@@ -185,7 +185,7 @@ def test_format_ci_refuses_an_unresolvable_tpr():
     assert mu.tables.table({"x": row}).loc[0, mu.tables.COLUMNS["tpr01"]] == "— (n=171 < 1/FPR)"
     # and every table states n per side, evaluated (the summary's too: the same function)
     assert mu.tables.table({"x": big}).loc[0, mu.tables.COLUMNS["n"]] == "1000/1000"
-    assert mu.tables.COLUMNS["n"] in mu.tables.stacked(mu.tables.table({"x": big})).parts[1].columns
+    assert mu.tables.COLUMNS["n"] in mu.tables.stacked(mu.tables.table({"x": big})).parts[0].columns  # beside the TPRs
 
 
 def test_directional_chooses_sign_and_setting_on_calibration():
