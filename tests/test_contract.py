@@ -238,7 +238,8 @@ def test_stacked_shows_the_numbers_then_how_they_were_obtained(tiny_model, digit
     res = mu.harness.evaluate("sima", tiny_model, _sets(digits), [1, 2], n_boot=20)
     table = mu.tables.table({"SimA": res, "loss": res}, oracle=True, group="chapter")
     numbers, rest = mu.tables.stacked(table).parts
-    assert list(numbers.columns) == ["chapter", "attack", "AUC [95 % CI]", "p", "TPR@1%FPR (%)", "TPR@0.1%FPR (%)"]
+    assert list(numbers.columns) == ["chapter", "attack", "AUC [95 % CI]", "p", "TPR@1%FPR (%)", "TPR@0.1%FPR (%)",
+                                     "n members / non-members"]
     assert list(rest.columns[:2]) == ["chapter", "attack"] and "access" in rest and "oracle: setting, AUC" in rest
     # every column once (the lead twice), every row in both, in the table's order
     assert set(numbers.columns) | set(rest.columns) == set(table.columns)
