@@ -120,25 +120,39 @@ def test_two_processes_batch_size_and_order_change_nothing(folders, tmp_path):
     np.testing.assert_allclose(merged["score"], merged["score_c"], rtol=1e-6)
 
 
-def test_a_killed_run_resumes_to_the_same_file(folders, tmp_path, monkeypatch):
-    whole = pd.read_parquet(_score(folders, tmp_path / "whole.parquet", shard_size=4))
-    out = tmp_path / "s.parquet"
+def _killed(monkeypatch, folders, out, shards: int, shard_size: int) -> None:
+    """A run of ``score`` killed (KeyboardInterrupt) after ``shards`` shards were written: the
+    first call of Run.score is prepare()'s one-image check, then one call per shard."""
     real, calls = scoring.Run.score, {"n": 0}
 
-    def dies_after_three(self, items, images=None):
+    def dies(self, items, images=None):
         calls["n"] += 1
-        if calls["n"] > 4:  # the first call is prepare()'s one-image check; then three shards
+        if calls["n"] > shards + 1:
             raise KeyboardInterrupt("killed")
         return real(self, items, images)
 
-    monkeypatch.setattr(scoring.Run, "score", dies_after_three)
-    with pytest.raises(KeyboardInterrupt):
-        _score(folders, out, shard_size=4)
+    with monkeypatch.context() as mp:
+        mp.setattr(scoring.Run, "score", dies)
+        with pytest.raises(KeyboardInterrupt):
+            _score(folders, out, shard_size=shard_size)
+
+
+def _own_copy(folders, tmp_path) -> dict:
+    """The fixture's folders copied under ``tmp_path`` (a test that changes images changes its own)."""
+    mine = {k: str(tmp_path / k) for k in ("members", "nonmembers", "images")}
+    for k in mine:
+        shutil.copytree(folders[k], mine[k])
+    return {**mine, "checkpoint": folders["checkpoint"]}
+
+
+def test_a_killed_run_resumes_to_the_same_file(folders, tmp_path, monkeypatch):
+    whole = pd.read_parquet(_score(folders, tmp_path / "whole.parquet", shard_size=4))
+    out = tmp_path / "s.parquet"
+    _killed(monkeypatch, folders, out, shards=3, shard_size=4)
     shards = tmp_path / "s.parquet.shards"
     assert sorted(p.name for p in shards.glob("shard-*")) == [f"shard-{k:05d}.parquet" for k in range(3)]
     assert not out.exists() and not (tmp_path / "s.parquet.json").exists()  # nothing that looks complete
     (shards / ".shard-00003.parquet.999.tmp").write_bytes(b"half a file")  # a kill during a write
-    monkeypatch.setattr(scoring.Run, "score", real)
     lines = []
     _score(folders, out, shard_size=4, report=lines.append)
     assert "12 from earlier shards" in lines[1]
@@ -273,23 +287,9 @@ def test_weights_hash_reads_only_regular_files_inside_the_folder(tiny_checkpoint
 def test_resumed_shards_are_checked_against_the_images_as_they_are_now(folders, tmp_path, monkeypatch):
     """A shard copied over another (16 images duplicated and 16 missing, exit 0, before) and an
     image replaced after the kill (its stale hash and score kept, before) are both scored again."""
-    mine = {k: str(tmp_path / k) for k in ("members", "nonmembers", "images")}
-    for k in mine:
-        shutil.copytree(folders[k], mine[k])
-    mine["checkpoint"] = folders["checkpoint"]
-    real, calls = scoring.Run.score, {"n": 0}
-
-    def dies_after_three(self, items, images=None):
-        calls["n"] += 1
-        if calls["n"] > 4:  # prepare()'s one-image check, then three shards
-            raise KeyboardInterrupt("killed")
-        return real(self, items, images)
-
-    monkeypatch.setattr(scoring.Run, "score", dies_after_three)
+    mine = _own_copy(folders, tmp_path)
     out = tmp_path / "s.parquet"
-    with pytest.raises(KeyboardInterrupt):
-        _score(mine, out, shard_size=4)
-    monkeypatch.setattr(scoring.Run, "score", real)
+    _killed(monkeypatch, mine, out, shards=3, shard_size=4)
     shards = tmp_path / "s.parquet.shards"
     shutil.copy(shards / "shard-00000.parquet", shards / "shard-00001.parquet")  # a shard over another
     first = pd.read_parquet(shards / "shard-00002.parquet").iloc[0]  # an image of shard 2, replaced
@@ -376,31 +376,17 @@ def test_kill_9_of_a_multi_process_score_leaves_no_worker_behind(folders, tmp_pa
     assert not out.exists()
 
 
-def test_bad_outputs_and_damaged_shards_are_one_sentence(folders, tmp_path):
+def test_bad_outputs_and_damaged_shards_are_one_sentence(folders, tmp_path, monkeypatch):
     """--out inside an image folder is refused (it failed with "scores.csv is not a PNG or JPEG
     image" on the next run); a truncated shard is scored again (it failed with "Parquet magic bytes
     not found"); under --num-processes 2 a validation error is one line and exit 2 (40 lines of
     torch-elastic's ChildFailedError and exit 1 before)."""
-    mine = {k: str(tmp_path / k) for k in ("members", "nonmembers", "images")}
-    for k in mine:
-        shutil.copytree(folders[k], mine[k])
-    mine["checkpoint"] = folders["checkpoint"]
+    mine = _own_copy(folders, tmp_path)
     with pytest.raises(ValueError, match="lies inside --images .* write it outside the image folders"):
         _score(mine, Path(mine["images"]) / "scores.csv")
     first = pd.read_parquet(_score(mine, tmp_path / "whole.parquet", shard_size=8))
-    real, calls = scoring.Run.score, {"n": 0}
-
-    def dies_after_two(self, items, images=None):
-        calls["n"] += 1
-        if calls["n"] > 3:  # prepare()'s one-image check, then two shards
-            raise KeyboardInterrupt("killed")
-        return real(self, items, images)
-
     out = tmp_path / "s.parquet"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(scoring.Run, "score", dies_after_two)
-        with pytest.raises(KeyboardInterrupt):
-            _score(mine, out, shard_size=8)
+    _killed(monkeypatch, mine, out, shards=2, shard_size=8)
     (scoring.shard_dir(out) / "shard-00000.parquet").write_bytes(b"PAR1 cut short")  # a damaged shard
     lines = []
     again = pd.read_parquet(_score(mine, out, shard_size=8, report=lines.append))
