@@ -1,5 +1,5 @@
 """Differential privacy, audited: DP-SGD for the book's UNets and empirical lower bounds on ε
-from a membership attack (chapter 10's engine, in progress).
+from a membership attack (chapter 10's engine).
 
 A mechanism M is (ε, δ)-DP when for neighbouring training sets D, D' and every event S,
 P[M(D) ∈ S] ≤ e^ε P[M(D') ∈ S] + δ. A membership test at a threshold is such an event: its true-
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -73,7 +74,8 @@ def epsilon_from_scores(cal_members, cal_nonmembers, eval_members, eval_nonmembe
     """The ε lower bound of an attack (higher score = member): the threshold whose bound is largest
     on the calibration scores, applied to the evaluation scores, whose counts give the bound with
     Clopper–Pearson intervals (the threshold never sees them). Returns {"epsilon", "threshold", "tp",
-    "fp", "n_members", "n_nonmembers"}."""
+    "fp", "n_members", "n_nonmembers", "calibration_epsilon"} (the last: the bound on the calibration
+    counts, biased upwards by the choice; for choosing among attacks, never to report)."""
     cm, cn = np.asarray(cal_members, float), np.asarray(cal_nonmembers, float)
     best, tau = -1.0, np.inf
     for t in np.unique(np.r_[cm, cn]):  # "member" when score >= t: the calibration bound, maximised
@@ -83,7 +85,7 @@ def epsilon_from_scores(cal_members, cal_nonmembers, eval_members, eval_nonmembe
     em, en = np.asarray(eval_members, float), np.asarray(eval_nonmembers, float)
     tp, fp = int((em >= tau).sum()), int((en >= tau).sum())
     return {"epsilon": epsilon_from_counts(tp, len(em), fp, len(en), delta, level), "threshold": tau, "tp": tp,
-            "fp": fp, "n_members": len(em), "n_nonmembers": len(en)}
+            "fp": fp, "n_members": len(em), "n_nonmembers": len(en), "calibration_epsilon": best}
 
 
 def _tail(r: int, v: int, eps: float) -> float:
@@ -107,6 +109,29 @@ def epsilon_one_run(guesses: int, correct: int, beta: float = 0.05, eps_max: flo
     if _tail(guesses, correct, eps_max) < beta:
         return eps_max
     return float(brentq(lambda e: _tail(guesses, correct, e) - beta, 0.0, eps_max, xtol=1e-10))
+
+
+def canary_draw(images: torch.Tensor, seed: int = 0) -> np.ndarray:
+    """Whether each canary goes into the training run: an independent fair coin per image, seeded by
+    (``seed``, the image's content) so that a canary's fate depends on nothing else (the one-run
+    audit's S_i ~ Bernoulli(1/2))."""
+    from .noise import content_hashes, seeded_generator
+
+    return np.array([bool(torch.rand(1, generator=seeded_generator(int(seed), "canary", h)) < 0.5)
+                     for h in content_hashes(images)], dtype=bool)
+
+
+def one_run_guesses(scores, included, guesses: int) -> tuple[int, int]:
+    """Steinke et al.'s guessing rule on m canaries: "in" for the ``guesses // 2`` highest scores,
+    "out" for the ``guesses - guesses // 2`` lowest, abstain on the rest (ties broken by position,
+    which the scores never see). Returns (guesses made, correct guesses) for ``epsilon_one_run``."""
+    s, inc = np.asarray(scores, float), np.asarray(included, bool)
+    if len(s) != len(inc) or not 1 <= guesses <= len(s):
+        raise ValueError(f"one_run_guesses needs one flag per score and 1 <= guesses <= {len(s)} (got {guesses}).")
+    order = np.argsort(-s, kind="stable")
+    k_in = guesses // 2
+    said_in, said_out = order[:k_in], order[len(s) - (guesses - k_in):]
+    return guesses, int(inc[said_in].sum() + (~inc[said_out]).sum())
 
 
 def per_sample_gradients(model: torch.nn.Module, loss, *batch) -> dict[str, torch.Tensor]:
@@ -158,7 +183,9 @@ def example_gradients(unet: torch.nn.Module, model: DiffusionModel, x0: torch.Te
         x_t = a.sqrt() * xi[None] + (1 - a).sqrt() * ei
         return ((functional_call(unet, {**frozen, **p}, (x_t, ti)).sample - ei) ** 2).mean()
 
-    return vmap(grad(one), in_dims=(None, 0, 0, 0))(params, x0, t, eps)
+    with warnings.catch_warnings():  # vmap over SDPA falls back to a loop on the CPU (timed in the DP recipes)
+        warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented")
+        return vmap(grad(one), in_dims=(None, 0, 0, 0))(params, x0, t, eps)
 
 
 def train_dp(model: DiffusionModel, images: torch.Tensor, config: DPConfig | None = None,
@@ -184,8 +211,10 @@ def train_dp(model: DiffusionModel, images: torch.Tensor, config: DPConfig | Non
     if sigma is None:
         if config.target_epsilon is None:
             raise ValueError("Give noise_multiplier, or target_epsilon for the accountant to choose it.")
-        sigma = get_noise_multiplier(target_epsilon=config.target_epsilon, target_delta=delta, sample_rate=q,
-                                     steps=config.steps, accountant=config.accountant)
+        with warnings.catch_warnings():  # the PRV accountant's RDP bracket for its domain; the ε is PRV's
+            warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+            sigma = get_noise_multiplier(target_epsilon=config.target_epsilon, target_delta=delta, sample_rate=q,
+                                         steps=config.steps, accountant=config.accountant)
     unet, device = model.unet, model.device
     gen = torch.Generator().manual_seed(config.seed)
     noise_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
@@ -226,6 +255,8 @@ def train_dp(model: DiffusionModel, images: torch.Tensor, config: DPConfig | Non
     unet.eval()
     for p in params:
         p.grad_sample = None
-    return {"epsilon": float(accountant.get_epsilon(delta)), "delta": delta, "noise_multiplier": float(sigma),
+    # σ = 0 (the same clipping, no noise: the ε = ∞ control) is no privacy; the accountant cannot say so
+    epsilon = float(accountant.get_epsilon(delta)) if sigma > 0 else math.inf
+    return {"epsilon": epsilon, "delta": delta, "noise_multiplier": float(sigma),
             "sample_rate": q, "log": log, "config": asdict(config),
             "seconds_per_step": (time.perf_counter() - t0) / config.steps}

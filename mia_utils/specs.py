@@ -33,17 +33,37 @@ def is_zoo(spec) -> bool:
 
 
 def zoo_name(spec: str) -> str:
-    """The zoo model a ``zoo:NAME`` or ``zoo:NAME/part`` spec names (checked against the zoo)."""
+    """The zoo model a ``zoo:NAME``, ``zoo:NAME@STEP`` or ``zoo:NAME/part`` spec names (checked
+    against the zoo)."""
     if not is_zoo(spec):
         raise ValueError(f"{spec!r} is not a zoo: spec.")
-    name = spec[len(PREFIX):].partition("/")[0]
+    name = spec[len(PREFIX):].partition("/")[0].partition("@")[0]
     zoo.get_recipe(name)  # a clear error, listing the zoo's names, for a name it does not have
     return name
 
 
+def snapshot_step(spec) -> int | None:
+    """The training step a ``zoo:NAME@STEP`` spec names (a snapshot of the zoo model); None otherwise."""
+    if not is_zoo(spec) or "@" not in spec.partition("/")[0]:
+        return None
+    step = spec.partition("/")[0].partition("@")[2]
+    if not step.isdigit():
+        raise ValueError(f"{spec!r}: the step after @ must be a whole number (zoo:digits-ddpm@1000).")
+    return int(step)
+
+
 def folder(spec) -> Path:
-    """The folder of a model spec: a zoo model's cache folder (trained first if needed) or the folder."""
-    return zoo.path_of(zoo_name(spec)) if is_zoo(spec) else Path(spec)
+    """The folder of a model spec: a zoo model's cache folder (trained first if needed), the
+    folder of one of its snapshots (``zoo:NAME@STEP``), or the folder."""
+    if not is_zoo(spec):
+        return Path(spec)
+    step, name = snapshot_step(spec), zoo_name(spec)
+    if step is None:
+        return zoo.path_of(name)
+    known = zoo.snapshots(name)
+    if step not in known:
+        raise ValueError(f"{spec!r}: {name} has snapshots at steps {', '.join(map(str, known))}, not {step}.")
+    return known[step]
 
 
 def display(spec) -> str:
@@ -147,7 +167,7 @@ def generated(spec, n: int, sampler: str = "ddim", steps: int | None = None, see
               device: str = "auto", progress: bool = True, model: DiffusionModel | None = None) -> torch.Tensor:
     """n images the model ``spec`` generates: cached in the zoo for a zoo model, sampled now
     (by ``model`` when given, else the spec's model) for a folder."""
-    if is_zoo(spec):
+    if is_zoo(spec) and snapshot_step(spec) is None:
         return zoo.generated(zoo_name(spec), n, sampler=sampler, steps=steps, seed=seed, device=device,
                              progress=progress)
     model = model if model is not None else load_model(spec, device=device)

@@ -32,11 +32,28 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 25
     snapshot_steps: tuple[int, ...] = field(default_factory=tuple)
+    # data augmentation (a remedy against memorisation, chapter 10): each drawn image shifted by up
+    # to this many pixels in each direction, its edge pixels repeated (0: none)
+    shift: int = 0
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["snapshot_steps"] = list(self.snapshot_steps)
+        if not self.shift:  # off by default and out of the dict: the zoo's keys from before it stay
+            del d["shift"]
         return d
+
+
+def shifted(x0: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Each image of ``x0`` [B, C, H, W] translated by (dy, dx), both uniform on {−shift, …, shift}
+    and drawn from ``gen``; the pixels that enter are copies of the nearest edge pixel (no wrap
+    around, no black border where the background is not black)."""
+    if shift <= 0:
+        return x0
+    b, _, h, w = x0.shape
+    padded = F.pad(x0, (shift, shift, shift, shift), mode="replicate")
+    dy, dx = torch.randint(2 * shift + 1, (2, b), generator=gen).tolist()
+    return torch.stack([padded[i, :, y:y + h, x:x + w] for i, (y, x) in enumerate(zip(dy, dx))])
 
 
 def train_ddpm(model: DiffusionModel, images: torch.Tensor, config: TrainConfig = TrainConfig(),
@@ -77,6 +94,8 @@ def train_ddpm(model: DiffusionModel, images: torch.Tensor, config: TrainConfig 
         # 1. a batch of x_0, time steps t ~ U{0..T-1}, noise ε ~ N(0, I)
         idx = torch.randint(len(data), (config.batch_size,), generator=gen)
         x0 = data[idx.to(device)]
+        if config.shift:  # augmentation draws only when asked: the models trained before it stay the same
+            x0 = shifted(x0, config.shift, gen)
         t = torch.randint(T, (config.batch_size,), generator=gen).to(device)
         eps = torch.randn(x0.shape, generator=gen).to(device)
         # 2. x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -37,6 +38,10 @@ TINY = {
     # four random reference UNets of the checkpoint's shape with members.json, mirrored non-members as z
     "09_references": {"references": "<references>", "population": "<population>", "n_population": None, "ts": [50],
                       "n_noise": 1, "ks": [1, 2, 4], "sima_ts": [10], "pia_ts": [100], "n_boot": 20},
+    # the checkpoint compared with itself under another name; its members and non-members as canaries
+    "10_defenses": {"defenses": {"again": "<checkpoint>"}, "canaries": "<canaries>", "sima_ts": [10], "loss_ts": [50],
+                    "n_noise": 1, "pia_ts": [100], "gsa_ts": [50], "n_samples": 8, "ddim_steps": 3, "guesses": 4,
+                    "n_boot": 20},
     "02_sima": {"ts": [0, 50], "n_noise": 1, "n_generated": 8, "ddpm_steps": 10, "ddim_steps": 5, "other_victims": [],
                 "n_boot": 20},
 }
@@ -100,8 +105,15 @@ def test_chapter_runs_on_a_folder_checkpoint(source, tiny_checkpoint, tiny_ldm, 
     if source.stem == "09_references":
         made = make_reference_folders(folders, tmp_path)
         stand_in.update({"<references>": made["references"], "<population>": made["population"]})
+    if source.stem == "10_defenses":  # canaries "in" = the members, "out" = the non-members (linked folders)
+        (tmp_path / "canaries").mkdir()
+        (tmp_path / "canaries" / "in").symlink_to(Path(folders["members"]).resolve())
+        (tmp_path / "canaries" / "out").symlink_to(Path(folders["nonmembers"]).resolve())
+        stand_in["<canaries>"] = str(tmp_path / "canaries")
 
     def fill(v):
+        if isinstance(v, dict):
+            return {k: fill(x) for k, x in v.items()}
         return stand_in.get(v, v) if isinstance(v, str) else [fill(x) for x in v] if isinstance(v, list) else v
 
     params.update({k: fill(v) for k, v in TINY[source.stem].items()})

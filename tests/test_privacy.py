@@ -164,3 +164,52 @@ def test_train_dp_reaches_its_target_epsilon_and_reruns_bit_for_bit(tiny_model, 
     assert moved and all(torch.equal(a, b) for a, b in zip(m1.unet.parameters(), m2.unet.parameters()))
     with pytest.raises(ValueError, match="must lie below 1/N"):
         privacy.train_dp(copy.deepcopy(tiny_model), digits[:40], privacy.DPConfig(steps=1, batch_size=8, delta=0.1))
+
+
+def test_no_noise_is_no_privacy_and_the_accountant_is_not_asked(tiny_model, digits):
+    """σ = 0 (chapter 10's ε = ∞ control: the same clipping, no noise) reports ε = ∞ instead of
+    the PRV accountant's overflow."""
+    import copy
+
+    out = privacy.train_dp(copy.deepcopy(tiny_model), digits[:40],
+                           privacy.DPConfig(steps=2, batch_size=8, noise_multiplier=0.0, target_epsilon=None))
+    assert math.isinf(out["epsilon"]) and out["noise_multiplier"] == 0.0
+
+
+def test_the_one_run_guesses_match_a_loop_by_hand():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        m = int(rng.integers(4, 60))
+        scores, included = rng.normal(size=m), rng.random(m) < 0.5
+        r = int(rng.integers(1, m + 1))
+        ranked = sorted(range(m), key=lambda i: -scores[i])  # distinct scores: no ties
+        want = sum(included[i] for i in ranked[: r // 2]) + sum(not included[i] for i in ranked[m - (r - r // 2):])
+        assert privacy.one_run_guesses(scores, included, r) == (r, want)
+    # a perfect attack: every guess right, and the bound is the one of r correct guesses out of r
+    scores = np.r_[np.ones(10), np.zeros(10)]
+    assert privacy.one_run_guesses(scores, scores > 0, 8) == (8, 8)
+    with pytest.raises(ValueError, match="one flag per score"):
+        privacy.one_run_guesses(scores, scores[:5] > 0, 4)
+
+
+def test_each_canarys_coin_depends_on_its_content_alone(digits):
+    """Independent fair coins: the same canary gets the same coin in any order and company, about
+    half of them come up, and another seed gives other coins."""
+    x = digits[:400]
+    coins = privacy.canary_draw(x, seed=0)
+    perm = torch.randperm(400, generator=torch.Generator().manual_seed(1))
+    assert np.array_equal(privacy.canary_draw(x[perm], seed=0), coins[perm.numpy()])
+    assert np.array_equal(privacy.canary_draw(x[:7], seed=0), coins[:7])
+    assert abs(coins.mean() - 0.5) < 0.08  # 400 fair coins: 4 standard deviations
+    assert not np.array_equal(privacy.canary_draw(x, seed=1), coins)
+
+
+def test_the_roc_bound_reports_its_calibration_choice():
+    """The threshold is the one whose bound is largest on calibration; the reported bound comes
+    from the evaluation counts at it (checked by hand with epsilon_from_counts)."""
+    cal_m, cal_n = np.r_[np.full(90, 2.0), np.zeros(10)], np.r_[np.full(5, 2.0), np.zeros(95)]
+    ev_m, ev_n = np.r_[np.full(80, 2.0), np.zeros(20)], np.r_[np.full(10, 2.0), np.zeros(90)]
+    out = privacy.epsilon_from_scores(cal_m, cal_n, ev_m, ev_n)
+    assert out["threshold"] == 2.0 and (out["tp"], out["fp"]) == (80, 10)
+    assert out["epsilon"] == privacy.epsilon_from_counts(80, 100, 10, 100)
+    assert out["calibration_epsilon"] == privacy.epsilon_from_counts(90, 100, 5, 100)

@@ -262,3 +262,52 @@ def test_a_generated_set_asked_twice_at_once_is_sampled_once(tiny_recipe, monkey
         first, second = pool.map(lambda _: mu.zoo.generated("test-tiny", 4, steps=2, device="cpu", progress=False),
                                  range(2))
     assert len(calls) == 1 and torch.equal(first, second)
+
+
+def test_shift_augmentation_matches_a_loop_by_hand_and_stays_out_of_old_keys():
+    from mia_utils.train import shifted
+
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4)
+    out = shifted(x, 1, torch.Generator().manual_seed(0))
+    dy, dx = torch.randint(3, (2, 2), generator=torch.Generator().manual_seed(0)).tolist()
+    for i in range(2):  # by hand: the pixel (r, c) of the output is the input's (r + dy − 1, c + dx − 1), clamped
+        for r in range(4):
+            for c in range(4):
+                assert out[i, 0, r, c] == x[i, 0, min(3, max(0, r + dy[i] - 1)), min(3, max(0, c + dx[i] - 1))]
+    assert torch.equal(shifted(x, 0, torch.Generator()), x)
+    # off by default and absent from the dict the zoo's keys hash: models trained before it keep their keys
+    assert "shift" not in TrainConfig().to_dict() and TrainConfig(shift=1).to_dict()["shift"] == 1
+
+
+def test_a_dp_recipe_trains_with_canaries_and_records_its_epsilon(tiny_recipe):
+    from mia_utils.privacy import DPConfig
+
+    dp = Recipe(**{**tiny_recipe.__dict__, "name": "test-tiny-dp", "canaries": 12,
+                   "dp": DPConfig(steps=3, batch_size=8, target_epsilon=20.0, multiplicity=2, log_every=1)})
+    mu.zoo.register(dp)
+    try:
+        other = Recipe(**{**dp.__dict__, "dp": DPConfig(steps=3, batch_size=8, target_epsilon=5.0, multiplicity=2)})
+        assert len({tiny_recipe.key(), dp.key(), other.key()}) == 3  # the DP config is in the key
+        folder = mu.zoo.build(dp, progress=False)
+        info = mu.zoo.info("test-tiny-dp")["dp"]
+        images, included = mu.zoo.cache.canaries("test-tiny-dp")
+        split = mu.zoo.split_of("test-tiny-dp")
+        public = mu.datasets.load_dataset(split.dataset)[split.index("public")]
+        assert len(images) == 12 and all(any(torch.equal(c, p) for p in public) for c in images)
+        assert np.array_equal(included, mu.privacy.canary_draw(images, dp.train.seed))
+        assert info["n_train"] == 40 + included.sum() and 0 < info["epsilon"] <= 20.0 + 1e-6
+        assert (folder / "canaries.json").is_file() and mu.specs.snapshot_step("zoo:test-tiny-dp") is None
+    finally:
+        mu.zoo.RECIPES.pop("test-tiny-dp")
+
+
+def test_a_snapshot_spec_names_a_snapshot_folder(tiny_recipe):
+    mu.zoo.build(tiny_recipe, progress=False)
+    assert mu.specs.snapshot_step("zoo:test-tiny@8/members") == 8
+    assert mu.specs.folder("zoo:test-tiny@8") == mu.zoo.snapshots("test-tiny")[8]
+    assert mu.specs.folder("zoo:test-tiny@12") == mu.zoo.path_of("test-tiny")
+    assert mu.specs.zoo_name("zoo:test-tiny@4/nonmembers") == "test-tiny"
+    with pytest.raises(ValueError, match="snapshots at steps 4, 8, 12, not 5"):
+        mu.specs.folder("zoo:test-tiny@5")
+    with pytest.raises(ValueError, match="whole number"):
+        mu.specs.folder("zoo:test-tiny@last")

@@ -202,7 +202,9 @@ def audit(checkpoint: str, members: str, nonmembers: str, out: str | Path = "aud
             t0 = time.perf_counter()
             print(f"[audit] {src.stem} ...", flush=True)
             own = nbrun.parameters_of(src)
-            defaults = USER_DEFAULTS.get(src.stem, {}) if not specs.is_zoo(checkpoint) else {}
+            # a folder, or a zoo model its zoo defaults do not fit (chapter 10's comparison is digits-ddpm's)
+            zoo_fits = specs.is_zoo(checkpoint) and checkpoint in ZOO_TARGETS.get(src.stem, (checkpoint,))
+            defaults = {} if zoo_fits else USER_DEFAULTS.get(src.stem, {})
             params = {k: v for k, v in {**defaults, **common}.items() if k in own}
             params["out_dir"] = str(out / "results" / src.stem)
             nbrun.run_notebook(src, out / f"{src.stem}.ipynb", parameters=params, cwd=out)

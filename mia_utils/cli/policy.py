@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 
+from ..zoo.recipes import DEFENSE_MODELS
+
 # parameters the audit sets itself from its own options: -p may not override them
 OWN = ("checkpoint", "members", "nonmembers", "device", "n_eval", "batch_size", "seed", "out_dir", "resize", "suspect",
        "lora")
@@ -22,13 +24,18 @@ NEEDS = {
                       "with members.json) and -p population DIR (images none of the models was trained on)"),
 }
 # Chapters whose zoo defaults fit some zoo targets only: chapter 09's references are fashion-lira's
-ZOO_TARGETS = {"09_references": ("zoo:fashion-lira",)}
+ZOO_TARGETS = {"09_references": ("zoo:fashion-lira",),
+               # chapter 10 compares models trained on digits-ddpm's members: its own, and theirs
+               "10_defenses": ("zoo:digits-ddpm", *(f"zoo:{n}" for n in DEFENSE_MODELS))}
 # ... or they run with a default that does not point into the zoo (chapter 04: no other generators;
 # chapters 04 and 05: no Fashion-MNIST replication, which is about the zoo's victims; chapter 07:
 # no second target, and the noise probe inverts with the checkpoint itself under a --lora, else
 # it needs -p base)
 USER_DEFAULTS = {"04_trajectories": {"generators": {}, "replication": None}, "05_latent": {"replication": None},
-                 "07_text_to_image": {"second": None, "base": None}}
+                 "07_text_to_image": {"second": None, "base": None},
+                 # chapter 10 on another model: its claim audited (with -p claimed_epsilon, -p canaries DIR), no
+                 # comparison with the zoo's defended digits models
+                 "10_defenses": {"defenses": {}, "checkpoint_label": "your checkpoint"}}
 # The kind of model each chapter audits (chapter 07: text-to-image pipelines; the others: pixel UNets)
 TEXT_TO_IMAGE = ("07_text_to_image",)
 

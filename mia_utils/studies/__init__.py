@@ -7,7 +7,8 @@ per chapter, so that a chapter tells the story and the package does the work.
 * ``latent`` (chapter 05): the attacks on a pixel model and on latent models behind β-VAEs;
 * ``noise_probe`` (chapter 06): the noise probe's variants and its two sweeps;
 * ``text_to_image`` (chapter 07): the noise probe of a text-to-image model under guidance;
-* ``references`` (chapter 09): LiRA and RMIA with 2, 4 … reference models, from one set of signals.
+* ``references`` (chapter 09): LiRA and RMIA with 2, 4 … reference models, from one set of signals;
+* ``defenses`` (chapter 10): defended victims' leakage and utility, and ε lower bounds of a DP claim.
 
 Each study measures its cost and reports its rows with ``harness.measure`` and
 ``harness.report``, the protocol every chapter follows.
@@ -15,7 +16,7 @@ Each study measures its cost and reports its rows with ``harness.measure`` and
 
 import importlib
 
-MODULES = ("sima", "secmi_pia", "trajectories", "latent", "noise_probe", "text_to_image", "references")
+MODULES = ("sima", "secmi_pia", "trajectories", "latent", "noise_probe", "text_to_image", "references", "defenses")
 
 
 def __getattr__(name: str):

@@ -49,7 +49,7 @@ def evaluate_gsa(model: DiffusionModel, sets: MembershipSets, ts=(100, 200, 300,
                  seed: int = 0, n_boot: int = 1000) -> dict:
     """GSA1 / GSA2 (``attacks.gsa``) under the honest protocol: log per-layer gradient norms of
     every part, a linear probe trained on the calibration split (members against non-members),
-    scored once on the evaluation split. Returns {"honest": row}; the row counts queries and
+    scored once on the evaluation split. Returns {"honest": row, "scores": {part: scores}}; the row counts queries and
     backward passes per image and the seconds of the features and the scoring."""
     parts = sets.parts()
     n_images = sum(len(x) for x in parts.values())
@@ -62,4 +62,4 @@ def evaluate_gsa(model: DiffusionModel, sets: MembershipSets, ts=(100, 200, 300,
     row = report(s, n_boot, seed, setting=f"{mode.upper()}, ts={tuple(ts)}",
                  queries_per_image=cost["queries_per_image"], backward_per_image=1 if mode == "gsa1" else len(ts),
                  seconds=cost["seconds"], images_per_second=cost["images_per_second"], access="white box")
-    return {"honest": row}
+    return {"honest": row, "scores": s}  # the probe's scores of every part (its calibration ones in-sample)

@@ -1,0 +1,205 @@
+"""Chapter 10's study: defended victims side by side. What each defense buys (the attacks' honest
+rows), what it costs (sample quality, held-out loss, near-copies of members), and what an audit
+proves of a differential-privacy claim (``privacy``: ε lower bounds from an attack's ROC and from
+the canaries of one training run)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from .. import extraction, harness, privacy, quality, specs, zoo
+from ..attacks import loss
+from ..data import MembershipSets
+from ..images import folder_images
+from ..metrics import format_ci
+from ..models import DiffusionModel
+from ..sampling import ddim_sample
+from .secmi_pia import evaluate_gsa
+
+# the time steps of the held-out loss: a uniform grid over the schedule (the training objective's t)
+HELD_OUT_TS = tuple(range(50, 1000, 100))
+
+
+def claim(spec, epsilon: float | None = None, delta: float | None = None) -> dict:
+    """A model's privacy claim: the ``epsilon`` / ``delta`` given, else a zoo DP model's accountant
+    ε and δ (zoo.json), else none. {"epsilon": float | None (None: no claim; inf: DP-SGD without
+    noise), "delta", "source"}."""
+    if epsilon is not None:
+        return {"epsilon": float(epsilon), "delta": None if delta is None else float(delta), "source": "claimed"}
+    if specs.is_zoo(spec):
+        dp = zoo.info(specs.zoo_name(spec)).get("dp")
+        if dp is not None:
+            eps = math.inf if dp["epsilon"] is None else dp["epsilon"]
+            return {"epsilon": eps, "delta": dp["delta"], "source": "accountant (PRV)"}
+    return {"epsilon": None, "delta": delta, "source": "no claim"}
+
+
+def attack_rows(model: DiffusionModel, sets: MembershipSets, runs: Mapping[str, tuple], gsa_ts=None, seed: int = 0,
+                n_boot: int = 1000) -> dict[str, dict]:
+    """Every attack of ``runs`` ({title: (registry name, grid, hyper)}) under the honest protocol
+    (``harness.evaluate``), plus white-box GSA1 at ``gsa_ts`` (None: left out). Returns {title: the
+    harness result}; GSA's has the harness's keys that the ε bounds read ("honest", "scores")."""
+    out = {title: harness.evaluate(attack, model, sets, grid, n_boot=n_boot, boot_seed=seed, **hyper)
+           for title, (attack, grid, hyper) in runs.items()}
+    if gsa_ts:
+        out["GSA1"] = evaluate_gsa(model, sets, ts=gsa_ts, mode="gsa1", seed=seed, n_boot=n_boot)
+    return out
+
+
+def chosen(result: dict, part: str) -> np.ndarray:
+    """One part's scores at the setting calibration chose (GSA: its probe's scores)."""
+    scores = result["scores"][part]
+    return scores if isinstance(scores, np.ndarray) else harness.chosen_scores(result, part)
+
+
+def held_out_loss(model: DiffusionModel, images: torch.Tensor, ts=HELD_OUT_TS, seed: int = 0) -> float:
+    """The training objective on images no model saw: the ε-loss per pixel, averaged over the time
+    steps ``ts`` and the images (one seeded noise each, ``attacks.loss``): lower = a better model."""
+    pixels = int(np.prod(images.shape[1:]))
+    return float(np.mean([-loss.score(model, images, t=t, seed=seed).mean() / pixels for t in ts]))
+
+
+def utility(model: DiffusionModel, sets: MembershipSets, n_samples: int = 256, ddim_steps: int = 50,
+            seed: int = 0) -> tuple[dict, torch.Tensor]:
+    """What a defense costs in quality: precision and recall (k = 3, ``quality``) of ``n_samples``
+    DDIM samples against the evaluation non-members, the held-out loss on them, and the share of
+    samples that are near-copies of a member (d₁/d₂ < 1/3, ``extraction``). Returns (row, samples)."""
+    samples = ddim_sample(model, n_samples, num_inference_steps=ddim_steps,
+                          generator=torch.Generator().manual_seed(seed), progress=False).cpu()
+    copies = extraction.near_copies(samples, sets.members())
+    row = {**quality.precision_recall(samples, sets.nonmembers_eval), "held-out loss": held_out_loss(
+        model, sets.nonmembers_eval, seed=seed), "near-copies (%)": 100 * float(np.mean(copies["is_copy"]))}
+    return row, samples
+
+
+def epsilon_lower(results: Mapping[str, dict], delta: float = 0.0, level: float = 0.95) -> dict:
+    """The ε lower bound of the strongest attack (``privacy.epsilon_from_scores``): each attack's
+    threshold is chosen on calibration, the attack whose calibration bound is largest is chosen
+    there too, and only its evaluation counts give the bound. Returns the bound's dict plus
+    "attack" and every attack's calibration bound ("calibration")."""
+    bounds = {}
+    for title, r in results.items():
+        parts = [chosen(r, p) for p in ("members_cal", "nonmembers_cal", "members_eval", "nonmembers_eval")]
+        bounds[title] = privacy.epsilon_from_scores(*parts, delta=delta, level=level)
+    best = max(bounds, key=lambda t: bounds[t]["calibration_epsilon"])
+    return {**bounds[best], "attack": best, "calibration": {t: b["calibration_epsilon"] for t, b in bounds.items()}}
+
+
+def load_canaries(spec, canaries, shape=None) -> tuple[torch.Tensor, np.ndarray] | None:
+    """The one-run audit's canaries and whether each was trained on: "zoo" (a zoo model's
+    canaries.json; None when it has none), a folder with ``in/`` and ``out/`` images (of the
+    model's [C, H, W] ``shape``), or None."""
+    if canaries is None:
+        return None
+    if canaries == "zoo":
+        return zoo.canaries(specs.zoo_name(spec)) if specs.is_zoo(spec) and _has_canaries(spec) else None
+    inside, outside = folder_images(f"{canaries}/in", shape), folder_images(f"{canaries}/out", shape)
+    return torch.cat([inside, outside]), np.r_[np.ones(len(inside), bool), np.zeros(len(outside), bool)]
+
+
+def _has_canaries(spec) -> bool:
+    return (specs.folder(spec) / "canaries.json").is_file()
+
+
+def one_run(results: Mapping[str, dict], roc: dict, model: DiffusionModel, canaries: tuple[torch.Tensor, np.ndarray],
+            guesses: int, runs: Mapping[str, tuple], beta: float = 0.05) -> dict:
+    """Steinke et al.'s audit on one training run: the canaries scored by the attack of ``runs``
+    whose calibration bound was largest (``roc`` from ``epsilon_lower``; the canaries never choose
+    it), at the setting its calibration chose; "in" guessed for the highest ``guesses // 2``, "out"
+    for as many lowest, and the correct guesses turned into ε's lower bound at confidence
+    1 − ``beta`` (``privacy.epsilon_one_run``). Returns {"epsilon", "guesses", "correct",
+    "canaries", "included", "attack"}."""
+    images, included = canaries
+    title = max(runs, key=lambda t: roc["calibration"][t])
+    _, grid, hyper = runs[title]
+    scores = harness.score_chosen(results[title], model, model.clean_images(images), grid, **hyper)
+    r, v = privacy.one_run_guesses(scores, included, min(guesses, len(images)))
+    return {"epsilon": privacy.epsilon_one_run(r, v, beta), "guesses": r, "correct": v, "canaries": len(images),
+            "included": int(included.sum()), "attack": title}
+
+
+def ceilings(n_members: int, n_nonmembers: int, guesses: int, delta: float = 0.0, beta: float = 0.05) -> dict:
+    """The largest bounds these counts can prove, a perfect attack's: every member above the
+    threshold and no non-member (the ROC bound), every guess right (the one-run bound)."""
+    return {"roc": privacy.epsilon_from_counts(n_members, n_members, 0, n_nonmembers, delta),
+            "one run": privacy.epsilon_one_run(guesses, guesses, beta)}
+
+
+def epsilon_row(claimed: dict, roc: dict, run: dict | None) -> dict:
+    """One row of the ε table: the claim, both lower bounds and their ratio to the claim."""
+    eps = claimed["epsilon"]
+
+    def ratio(bound):
+        return "—" if eps is None or math.isinf(eps) or bound is None else f"{bound / eps:.2f}"
+
+    run_eps = None if run is None else run["epsilon"]
+    return {"ε claimed": "—" if eps is None else "∞" if math.isinf(eps) else f"{eps:.2f}",
+            "δ": "—" if claimed["delta"] is None else f"{claimed['delta']:.1e}",
+            "ε_lower, ROC": f"{roc['epsilon']:.2f}", "strongest attack": roc["attack"],
+            "TP / FP at its threshold": f"{roc['tp']}/{roc['n_members']} · {roc['fp']}/{roc['n_nonmembers']}",
+            "ratio (ROC)": ratio(roc["epsilon"]),
+            "ε_lower, one run": "—" if run is None else f"{run_eps:.2f}",
+            "correct / guesses": "—" if run is None else f"{run['correct']}/{run['guesses']}",
+            "ratio (one run)": ratio(run_eps)}
+
+
+def frontier_points(rows: Mapping[str, dict], quality_rows: Mapping[str, dict], attack: str) -> dict:
+    """{model: (utility row, the attack's honest row)} for the privacy–utility figure."""
+    return {name: (quality_rows[name], rows[name][attack]["honest"]) for name in rows}
+
+
+def summary(rows: Mapping[str, dict], attack: str, key: str = "tpr_at_1pct_fpr") -> dict[str, str]:
+    """Each model's ``attack`` figure, formatted with its interval, for the text."""
+    return {name: format_ci(r[attack]["honest"], key, pct=key != "auc") for name, r in rows.items()}
+
+
+def auc_table(rows: Mapping[str, Mapping[str, dict]]):
+    """Every model (rows) against every attack (columns): the honest AUC with its 95 % interval."""
+    import pandas as pd
+
+    return pd.DataFrame({name: {attack: format_ci(r["honest"], "auc") for attack, r in by_attack.items()}
+                         for name, by_attack in rows.items()}).T.rename_axis("model").reset_index()
+
+
+def member_duplicates(sets: MembershipSets) -> int:
+    """Pairs of members that are near-copies of each other (``data.near_duplicates``): what
+    de-duplicating the training set would remove."""
+    from ..data import near_duplicates
+
+    members = sets.members()
+    return sum(1 for i, j, _ in near_duplicates(members, members) if i < j)
+
+
+def sample_panel(samples: Mapping[str, torch.Tensor], n: int = 12):
+    """The first ``n`` samples of each model, one row per model, its name on the left."""
+    import matplotlib.pyplot as plt
+
+    from ..plots import image_grid
+
+    fig, axes = plt.subplots(len(samples), 1, figsize=(0.45 * n + 2.2, 0.5 * len(samples) + 0.3))
+    for ax, (name, x) in zip(np.atleast_1d(axes), samples.items()):
+        image_grid(x[:n], ncol=n, ax=ax)
+        ax.text(-0.01, 0.5, name, transform=ax.transAxes, ha="right", va="center", fontsize="small")
+    fig.subplots_adjust(left=0.22, right=0.99, top=0.99, bottom=0.01, hspace=0.15)
+    return fig
+
+
+def study_model(spec, sets: MembershipSets, runs: Mapping[str, tuple], gsa_ts=None, claimed: dict | None = None,
+                canaries="zoo", guesses: int = 64, n_samples: int = 256, ddim_steps: int = 50, seed: int = 0,
+                n_boot: int = 1000, device="auto", batch_size: int = 256) -> dict:
+    """Everything chapter 10 measures on one model trained on ``sets``' members: the attacks
+    (``attack_rows``), the utility (``utility``), its claim (``claim`` unless given), the ROC bound
+    at the claim's δ (``epsilon_lower``) and, where it has canaries, the one-run bound (``one_run``)."""
+    model = specs.load_model(spec, device=device, batch_size=batch_size)
+    claimed = claimed or claim(spec)
+    attacks = attack_rows(model, sets, runs, gsa_ts, seed=seed, n_boot=n_boot)
+    quality_row, samples = utility(model, sets, n_samples, ddim_steps, seed)
+    roc = epsilon_lower(attacks, delta=claimed["delta"] or 0.0)
+    found = load_canaries(spec, canaries, model.sample_shape)
+    run = None if found is None else one_run(attacks, roc, model, found, guesses, runs)
+    return {"attacks": attacks, "utility": quality_row, "samples": samples, "claim": claimed, "roc": roc,
+            "one_run": run}
