@@ -165,7 +165,7 @@ def build_book(root: str | Path = ROOT) -> None:
 
 # Seconds each chapter took in a cold CI run (2026-12-07, 2 cores, two side by side): only the order
 # in which --jobs N starts them on a fresh clone, longest first (chapter 09 started last added 3 min).
-ORDER_SECONDS = {"09_references": 338, "04_trajectories": 172, "02_sima": 149, "07_text_to_image": 83,
+ORDER_SECONDS = {"09_references": 338, "04_trajectories": 172, "10_defenses": 160, "02_sima": 149, "07_text_to_image": 83,
                  "06_noise_probe": 78, "05_latent": 72, "03_secmi_pia": 63, "08_evidence": 47, "00_victims": 29,
                  "01_theory": 11}
 

@@ -483,31 +483,30 @@ def null_ecdf(curves: dict, alpha: float = 0.01, figsize=(4.6, 4.0)):
 
 
 def defense_frontier(points: dict, attack: str, key: str = "tpr_at_1pct_fpr", groups: dict | None = None,
-                     figsize=(11, 3.8)):
+                     figsize=(11, 4.6)):
     """Chapter 10's privacy–utility frontier: one point per model ({name: (utility row, the
     attack's honest row)}), the attack's ``key`` (TPR at 1 % FPR by default, with its 95 % interval)
     against sample recall (left) and the held-out loss (right, lower = better). ``groups``
-    ({name: group}) colours the points by kind of defense; each point is labelled."""
+    ({name: group}) colours the points by kind of defense; each point carries its number, and the
+    legend under the panels names the numbers (names written beside points overlap)."""
     scale = 100 if key.startswith("tpr") else 1
     kinds = list(dict.fromkeys((groups or {}).get(n, "") for n in points))
     fig, axes = plt.subplots(1, 2, figsize=figsize, sharey=True)
-    for ax, (ux, xlabel) in zip(axes, (("recall", "sample recall (coverage of held-out digits) →  better"),
-                                       ("held-out loss", "held-out ε-loss per pixel (←  better)"))):
-        for name, (u, row) in points.items():
-            kind = (groups or {}).get(name, "")
-            color = LINE_COLORS[kinds.index(kind) % len(LINE_COLORS)]
-            y, (lo, hi) = scale * row[key], (scale * row[f"{key}_ci"][0], scale * row[f"{key}_ci"][1])
-            ax.errorbar(u[ux], y, yerr=[[y - lo], [hi - y]], fmt="o", color=color, capsize=3, ms=5,
-                        label=kind if ax is axes[0] else None)
-            ax.annotate(name, (u[ux], y), textcoords="offset points", xytext=(5, 3), fontsize="x-small")
-        ax.set(xlabel=xlabel)
-    axes[0].set(ylabel=f"{attack}: {'TPR at 1 % FPR (%)' if key == 'tpr_at_1pct_fpr' else key}")
+    handles = []
+    for i, (name, (u, row)) in enumerate(points.items(), start=1):
+        color = LINE_COLORS[kinds.index((groups or {}).get(name, "")) % len(LINE_COLORS)]
+        y, (lo, hi) = scale * row[key], (scale * row[f"{key}_ci"][0], scale * row[f"{key}_ci"][1])
+        for ax, ux in zip(axes, ("recall", "held-out loss")):
+            ax.errorbar(u[ux], y, yerr=[[y - lo], [hi - y]], fmt="o", color=color, capsize=3, ms=5, alpha=0.85)
+            ax.annotate(str(i), (u[ux], y), textcoords="offset points", xytext=(4, 3), fontsize="x-small")
+        handles.append(plt.Line2D([], [], ls="", marker="o", color=color, label=f"{i}  {name}"))
+    axes[0].set(xlabel="sample recall (coverage of held-out images; → better)",
+                ylabel=f"{attack}: {'TPR at 1 % FPR (%)' if key == 'tpr_at_1pct_fpr' else key}")
+    axes[1].set(xlabel="held-out ε-loss per pixel (← better)")
     if key.startswith("tpr"):
-        axes[0].axhline(scale * 0.01, ls="--", color="0.6", lw=1)  # chance: TPR = FPR
-    handles, labels = axes[0].get_legend_handles_labels()
-    by_label = dict(zip(labels, handles))
-    if any(by_label):
-        fig.legend(by_label.values(), by_label.keys(), loc="lower center", ncol=len(by_label), fontsize="small",
-                   frameon=False)
-    fig.tight_layout(rect=(0, 0.08 if any(by_label) else 0, 1, 1))
+        for ax in axes:
+            ax.axhline(scale * 0.01, ls="--", color="0.6", lw=1)  # chance: TPR = FPR
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize="x-small", frameon=False)
+    rows = -(-len(handles) // 4)
+    fig.tight_layout(rect=(0, 0.045 * rows + 0.02, 1, 1))
     return fig

@@ -51,6 +51,7 @@ import torch
 
 from .metrics import clopper_pearson
 from .models import DiffusionModel
+from .noise import content_hashes, seeded_generator
 
 
 def epsilon_from_counts(true_positives: int, n_members: int, false_positives: int, n_nonmembers: int,
@@ -115,8 +116,6 @@ def canary_draw(images: torch.Tensor, seed: int = 0) -> np.ndarray:
     """Whether each canary goes into the training run: an independent fair coin per image, seeded by
     (``seed``, the image's content) so that a canary's fate depends on nothing else (the one-run
     audit's S_i ~ Bernoulli(1/2))."""
-    from .noise import content_hashes, seeded_generator
-
     return np.array([bool(torch.rand(1, generator=seeded_generator(int(seed), "canary", h)) < 0.5)
                      for h in content_hashes(images)], dtype=bool)
 

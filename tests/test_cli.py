@@ -170,7 +170,7 @@ def test_audit_bad_options_exit_2_with_one_line(tiny_checkpoint, tmp_path, capsy
             cli.main([*ok, *extra])
         assert exit_.value.code == 2 and "give a whole number >= 1" in capsys.readouterr().err
     assert cli.main([*ok[:2], "zoo:nonexistent", *ok[3:]]) == 2
-    assert "No zoo model 'nonexistent'; the zoo has digits-base, digits-ddpm" in capsys.readouterr().err
+    assert "No zoo model 'nonexistent'; the zoo has digits-aug, digits-base, digits-ddpm" in capsys.readouterr().err
     assert cli.main(["audit", "--checkpoint", str(ten), "--members", mem, "--nonmembers", non, "--chapters", "02",
                      "--out", str(tmp_path / "r")]) == 2
     assert "time steps up to 300 but the model has only T = 10" in capsys.readouterr().err

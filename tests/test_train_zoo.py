@@ -290,7 +290,7 @@ def test_a_dp_recipe_trains_with_canaries_and_records_its_epsilon(tiny_recipe):
         assert len({tiny_recipe.key(), dp.key(), other.key()}) == 3  # the DP config is in the key
         folder = mu.zoo.build(dp, progress=False)
         info = mu.zoo.info("test-tiny-dp")["dp"]
-        images, included = mu.zoo.cache.canaries("test-tiny-dp")
+        images, included = mu.zoo.canaries("test-tiny-dp")
         split = mu.zoo.split_of("test-tiny-dp")
         public = mu.datasets.load_dataset(split.dataset)[split.index("public")]
         assert len(images) == 12 and all(any(torch.equal(c, p) for p in public) for c in images)

@@ -13,11 +13,13 @@ import torch
 
 from .. import extraction, harness, privacy, quality, specs, zoo
 from ..attacks import loss
-from ..data import MembershipSets
+from ..data import MembershipSets, near_duplicates
 from ..images import folder_images
 from ..metrics import format_ci
 from ..models import DiffusionModel
+from ..plots import image_grid
 from ..sampling import ddim_sample
+from ..tables import Stacked, stacked
 from .secmi_pia import evaluate_gsa
 
 # the time steps of the held-out loss: a uniform grid over the schedule (the training objective's t)
@@ -147,6 +149,37 @@ def epsilon_row(claimed: dict, roc: dict, run: dict | None) -> dict:
             "ratio (one run)": ratio(run_eps)}
 
 
+# the ε table's figures (its first part); the second part says how each bound was obtained
+EPSILON_NUMBERS = ("ε claimed", "ε_lower, ROC", "ratio (ROC)", "ε_lower, one run", "ratio (one run)")
+
+
+def epsilon_table(results: Mapping[str, dict]):
+    """The ε table of ``study_model`` results, one row per model (``epsilon_row``), as two
+    stacked tables that fit the page: the figures, then the attack, counts and δ behind them."""
+    import pandas as pd
+
+    frame = pd.DataFrame({name: epsilon_row(r["claim"], r["roc"], r["one_run"])
+                          for name, r in results.items()}).T.rename_axis("model").reset_index()
+    return stacked(frame, key="model", numbers=EPSILON_NUMBERS)
+
+
+def facts(names: Mapping[str, str], results: Mapping[str, dict], attack: str) -> dict:
+    """Figures for the chapter's text, under short keys ({key: model name}; names absent from
+    the ``study_model`` ``results`` are skipped): ``auc_KEY``, ``tpr_KEY`` (the ``attack``'s, with
+    intervals), ``prec_KEY``, ``rec_KEY``, ``loss_KEY`` (the utility row's), ``roc_KEY`` and
+    ``run_KEY`` (the ε lower bounds; "—" without canaries)."""
+    out = {}
+    for key, name in names.items():
+        if name not in results:
+            continue
+        row, util, run = results[name]["attacks"][attack]["honest"], results[name]["utility"], results[name]["one_run"]
+        out.update({f"auc_{key}": format_ci(row, "auc"), f"tpr_{key}": format_ci(row, "tpr_at_1pct_fpr", pct=True),
+                    f"prec_{key}": f"{util['precision']:.2f}", f"rec_{key}": f"{util['recall']:.2f}",
+                    f"loss_{key}": f"{util['held-out loss']:.3f}", f"roc_{key}": f"{results[name]['roc']['epsilon']:.2f}",
+                    f"run_{key}": "—" if run is None else f"{run['epsilon']:.2f}"})
+    return out
+
+
 def frontier_points(rows: Mapping[str, dict], quality_rows: Mapping[str, dict], attack: str) -> dict:
     """{model: (utility row, the attack's honest row)} for the privacy–utility figure."""
     return {name: (quality_rows[name], rows[name][attack]["honest"]) for name in rows}
@@ -158,18 +191,48 @@ def summary(rows: Mapping[str, dict], attack: str, key: str = "tpr_at_1pct_fpr")
 
 
 def auc_table(rows: Mapping[str, Mapping[str, dict]]):
-    """Every model (rows) against every attack (columns): the honest AUC with its 95 % interval."""
+    """Every model (rows) against every attack (columns): the honest AUC with its 95 % interval
+    (the names may wrap, the figures never do)."""
     import pandas as pd
 
-    return pd.DataFrame({name: {attack: format_ci(r["honest"], "auc") for attack, r in by_attack.items()}
-                         for name, by_attack in rows.items()}).T.rename_axis("model").reset_index()
+    frame = pd.DataFrame({name: {attack: format_ci(r["honest"], "auc") for attack, r in by_attack.items()}
+                          for name, by_attack in rows.items()}).T.rename_axis("model").reset_index()
+    return Stacked([frame], numbers=tuple(frame.columns[1:]))
+
+
+def describe(models: Mapping[str, str], claims: Mapping[str, dict]):
+    """The models compared, one row each: the spec, its training steps (a snapshot's own), its
+    claim (ε with δ; "∞": DP-SGD without noise), DP-SGD's noise multiplier σ and the training
+    seconds the zoo recorded ("—" for a snapshot or a folder)."""
+    import pandas as pd
+
+    rows = {}
+    for name, spec in models.items():
+        info = zoo.info(specs.zoo_name(spec)) if specs.is_zoo(spec) else {}
+        step, c = specs.snapshot_step(spec), claims[name]
+        eps = c["epsilon"]
+        rows[name] = {"model": specs.display(spec),
+                      "steps": step or info.get("recipe", {}).get("train", {}).get("steps", "—"),
+                      "ε (δ)": "—" if eps is None else "∞" if math.isinf(eps) else
+                      f"{eps:.2f} ({c['delta']:.1e})" if c["delta"] is not None else f"{eps:.2f}",
+                      "σ": f"{info['dp']['noise_multiplier']:.2f}" if "dp" in info else "—",
+                      "training s": f"{info['train_seconds']:.0f}" if info and not step else "—"}
+    frame = pd.DataFrame(rows).T.rename_axis("defense").reset_index()
+    return Stacked([frame], numbers=("steps", "ε (δ)", "σ", "training s"))
+
+
+def utility_table(results: Mapping[str, dict]):
+    """Each model's utility row (``utility``), three decimals (a share in percent: one), no index."""
+    import pandas as pd
+
+    frame = pd.DataFrame({name: {k: f"{v:.1f}" if k.endswith("(%)") else f"{v:.3f}" for k, v in r["utility"].items()}
+                          for name, r in results.items()}).T
+    return Stacked([frame.rename_axis("defense").reset_index()], numbers=tuple(frame.columns))
 
 
 def member_duplicates(sets: MembershipSets) -> int:
     """Pairs of members that are near-copies of each other (``data.near_duplicates``): what
     de-duplicating the training set would remove."""
-    from ..data import near_duplicates
-
     members = sets.members()
     return sum(1 for i, j, _ in near_duplicates(members, members) if i < j)
 
@@ -177,8 +240,6 @@ def member_duplicates(sets: MembershipSets) -> int:
 def sample_panel(samples: Mapping[str, torch.Tensor], n: int = 12):
     """The first ``n`` samples of each model, one row per model, its name on the left."""
     import matplotlib.pyplot as plt
-
-    from ..plots import image_grid
 
     fig, axes = plt.subplots(len(samples), 1, figsize=(0.45 * n + 2.2, 0.5 * len(samples) + 0.3))
     for ax, (name, x) in zip(np.atleast_1d(axes), samples.items()):

@@ -12,6 +12,7 @@ from .cache import (
     build,
     build_all,
     build_vae,
+    canaries,
     codec,
     folder_of,
     info,
@@ -25,7 +26,7 @@ from .recipes import LDM_BETAS, RECIPES, Recipe, VAERecipe, ZooError, get_recipe
 from .samples import generated
 
 __all__ = [
-    "LDM_BETAS", "RECIPES", "Recipe", "VAERecipe", "ZooError", "build", "build_all", "build_vae", "codec", "folder_of",
-    "generated", "get_recipe", "info", "is_cached", "ldm_name", "path_of", "register", "small_unet_config",
+    "LDM_BETAS", "RECIPES", "Recipe", "VAERecipe", "ZooError", "build", "build_all", "build_vae", "canaries", "codec",
+    "folder_of", "generated", "get_recipe", "info", "is_cached", "ldm_name", "path_of", "register", "small_unet_config",
     "snapshots", "split_of", "zoo_dir",
 ]
