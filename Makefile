@@ -74,6 +74,7 @@ bench: zoo                     ## print the benchmarks' figures (no pass/fail)
 	$(BIN)/python benchmarks/bench_attacks.py --repeats 3 --n 512
 	$(BIN)/python benchmarks/bench_features.py --stride 20 --images 300
 	$(BIN)/python benchmarks/bench_stacked_training.py --k 4 --steps 3
+	$(BIN)/python benchmarks/bench_privacy.py --steps 3
 	$(BIN)/python benchmarks/bench_book.py
 
 clean:
