@@ -31,11 +31,16 @@ on its own, which is not noise multiplicity.
 Library note: Opacus 1.6.0's ``GradSampleModule`` in its default hooks mode returns all-zero
 per-sample gradients for the weights of ``mid_block.resnets.1.conv1`` and ``.conv2`` of the book's
 UNet2DModel (widths 32, 64) whenever the mid-block attention is present (biases agree; without the
-attention every layer agrees; the cause inside Opacus's hooks was not found); with
-``force_functorch=True`` it agrees with ``torch.func`` on every parameter. Measured on 2026-12-07
-(batch 64 of 8×8 digits, one thread, forward and backward with per-sample gradients): hooks 0.18 s,
-functorch 0.23 s, plain autograd 0.05 s per step. ``tests/test_privacy.py`` checks both modes
-against ``per_sample_gradients`` on every parameter, and a DP step against a loop by hand.
+attention every layer agrees). The cause: diffusers' attention returns its output as a
+channels-last view (a transpose and a reshape), the second ResNet's GroupNorm and SiLU keep that
+layout, and Opacus's conv sampler (``tensor_utils.unfold2d``) builds its patches with
+``as_strided`` from H and W strides it assumes contiguous, so it reads the wrong memory (a
+contiguous copy of the same activation gives the right gradient). With ``force_functorch=True`` it
+agrees with ``torch.func`` on every parameter. Measured on 2026-12-07 (batch 64 of 8×8 digits, one
+thread, forward and backward with per-sample gradients; ``benchmarks/bench_privacy.py``): hooks
+0.16–0.18 s, functorch 0.23–0.24 s, plain autograd 0.05 s per step; ``example_gradients`` with K = 2
+draws 0.24 s. ``tests/test_privacy.py`` checks both modes against ``per_sample_gradients`` on every
+parameter, the cause on one conv, and a DP step against a loop by hand.
 """
 
 

@@ -76,7 +76,8 @@ def test_opacus_per_sample_gradients_in_the_mode_we_use_agree_with_torch_func_on
     """The default victim's UNet2DModel (widths 32, 64, mid-block attention): every parameter's
     per-example gradient in PER_SAMPLE_MODE equals torch.func's (absolute tolerance, since some
     true gradients are zero: a softmax does not see a bias added to every key); in Opacus's default
-    hooks mode two layers come back all zero, which would train them on noise alone."""
+    hooks mode two layers come back all zero, which would train them on noise alone (why: the next
+    test)."""
     from diffusers import UNet2DModel
 
     torch.manual_seed(0)
@@ -107,6 +108,32 @@ def test_opacus_per_sample_gradients_in_the_mode_we_use_agree_with_torch_func_on
     single = fresh()
     ((single(x[1:2], t[1:2]).sample - eps[1:2]) ** 2).sum().backward()
     assert disagree({n: torch.stack([want[n][0], p.grad, *want[n][2:]]) for n, p in single.named_parameters()}) == []
+
+
+def test_why_opacus_hooks_mode_zeroes_two_layers_a_channels_last_activation():
+    """The cause of the finding above. diffusers' attention hands its output back as a
+    channels-last view ([B, C, H, W] with strides (C·H·W, 1, W·C, C): a transpose, then a reshape),
+    and the mid-block's second ResNet's GroupNorm and SiLU keep that layout, so its conv1 and
+    conv2 see channels-last inputs. Opacus 1.6.0's conv sampler (``tensor_utils.unfold2d``) builds
+    its patches with ``as_strided`` from H and W strides it assumes contiguous: on a channels-last
+    input it reads the wrong memory. Checked against ``torch.func`` per-example gradients of the
+    same conv: a contiguous copy of the input agrees, the channels-last input does not."""
+    from opacus.grad_sample.conv import compute_conv_grad_sample
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 6, 3, padding=1)
+    x = torch.randn(3, 8, 4, 4).contiguous(memory_format=torch.channels_last)
+    backprops = torch.randn(3, 6, 4, 4)
+    assert not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+    def loss(call, xi, bi):  # its gradient wrt the weight is the conv's per-example weight gradient
+        return (call(xi) * bi[None]).sum()
+
+    want = privacy.per_sample_gradients(conv, loss, x.contiguous(), backprops)["weight"]
+    good = compute_conv_grad_sample(conv, [x.contiguous()], backprops)[conv.weight]
+    bad = compute_conv_grad_sample(conv, [x], backprops)[conv.weight]
+    assert torch.allclose(good, want, atol=1e-4)
+    assert not torch.allclose(bad, want, atol=1e-2)
 
 
 def test_each_examples_gradient_averages_its_k_draws_before_clipping(tiny_model):
