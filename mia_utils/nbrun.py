@@ -163,11 +163,11 @@ def build_book(root: str | Path = ROOT) -> None:
     subprocess.run([str(exe), "build", str(root), "-W", "-n", "--keep-going"], check=True, cwd=root)
 
 
-# Seconds each chapter took in a cold CI run (2026-12-07, 2 cores, two side by side): only the order
+# Seconds each chapter took in a cold CI run (2026-12-07, third session, 2 cores, two side by side): only the order
 # in which --jobs N starts them on a fresh clone, longest first (chapter 09 started last added 3 min).
-ORDER_SECONDS = {"09_references": 338, "04_trajectories": 172, "10_defenses": 160, "02_sima": 149, "07_text_to_image": 83,
-                 "06_noise_probe": 78, "05_latent": 72, "03_secmi_pia": 63, "08_evidence": 47, "00_victims": 29,
-                 "01_theory": 11}
+ORDER_SECONDS = {"09_references": 421, "04_trajectories": 238, "10_defenses": 153, "06_noise_probe": 97,
+                 "07_text_to_image": 96, "05_latent": 69, "03_secmi_pia": 67, "02_sima": 61, "08_evidence": 38,
+                 "00_victims": 35, "01_theory": 13}
 
 
 def run_book(root: str | Path = ROOT, only: list[str] | None = None, parameters: dict | None = None,

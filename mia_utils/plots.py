@@ -498,7 +498,7 @@ def defense_frontier(points: dict, attack: str, key: str = "tpr_at_1pct_fpr", gr
         y, (lo, hi) = scale * row[key], (scale * row[f"{key}_ci"][0], scale * row[f"{key}_ci"][1])
         for ax, ux in zip(axes, ("recall", "held-out loss")):
             ax.errorbar(u[ux], y, yerr=[[y - lo], [hi - y]], fmt="o", color=color, capsize=3, ms=5, alpha=0.85)
-            ax.annotate(str(i), (u[ux], y), textcoords="offset points", xytext=(4, 3), fontsize="x-small")
+            ax.annotate(str(i), (u[ux], y), textcoords="offset points", xytext=(4, 3), fontsize="small")
         handles.append(plt.Line2D([], [], ls="", marker="o", color=color, label=f"{i}  {name}"))
     axes[0].set(xlabel="sample recall (coverage of held-out images; → better)",
                 ylabel=f"{attack}: {'TPR at 1 % FPR (%)' if key == 'tpr_at_1pct_fpr' else key}")
@@ -506,7 +506,7 @@ def defense_frontier(points: dict, attack: str, key: str = "tpr_at_1pct_fpr", gr
     if key.startswith("tpr"):
         for ax in axes:
             ax.axhline(scale * 0.01, ls="--", color="0.6", lw=1)  # chance: TPR = FPR
-    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize="x-small", frameon=False)
-    rows = -(-len(handles) // 4)
-    fig.tight_layout(rect=(0, 0.045 * rows + 0.02, 1, 1))
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize="small", frameon=False)
+    rows = -(-len(handles) // 3)
+    fig.tight_layout(rect=(0, 0.055 * rows + 0.02, 1, 1))
     return fig

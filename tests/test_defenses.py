@@ -76,3 +76,9 @@ def test_the_epsilon_rows_cells():
     assert (none["ε claimed"], none["δ"], none["ratio (ROC)"], none["ε_lower, one run"]) == ("∞", "—", "—", "—")
     assert study.claim("/some/folder") == {"epsilon": None, "delta": None, "source": "no claim"}
     assert study.claim("/some/folder", 3, 1e-5)["epsilon"] == 3.0
+
+
+def test_models_are_listed_unclaimed_first_then_from_the_weakest_claim():
+    claims = {"a": {"epsilon": 10.0}, "b": {"epsilon": None}, "c": {"epsilon": math.inf}, "d": {"epsilon": 1.0},
+              "e": {"epsilon": None}}
+    assert list(study.ordered({n: n for n in "abcde"}, claims)) == ["b", "e", "c", "a", "d"]

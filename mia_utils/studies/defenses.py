@@ -40,6 +40,14 @@ def claim(spec, epsilon: float | None = None, delta: float | None = None) -> dic
     return {"epsilon": None, "delta": delta, "source": "no claim"}
 
 
+def ordered(models: Mapping[str, str], claims: Mapping[str, dict]) -> dict[str, str]:
+    """The models as tables list them: those without a claim in the order given, then the claimed
+    ones from the weakest claim (ε = ∞) to the strongest."""
+    free = {n: s for n, s in models.items() if claims[n]["epsilon"] is None}
+    claimed = sorted((n for n in models if n not in free), key=lambda n: -claims[n]["epsilon"])
+    return {**free, **{n: models[n] for n in claimed}}
+
+
 def attack_rows(model: DiffusionModel, sets: MembershipSets, runs: Mapping[str, tuple], gsa_ts=None, seed: int = 0,
                 n_boot: int = 1000) -> dict[str, dict]:
     """Every attack of ``runs`` ({title: (registry name, grid, hyper)}) under the honest protocol
