@@ -4,7 +4,8 @@ The package behind the executable book, in floors; a module imports only from fl
 own (``tests/test_layers.py`` keeps this true, reading ``LAYERS``):
 
 0. ``errors`` (the two errors), ``checks`` (argument checks), ``io`` (atomic writes, JSON,
-   the one refusal of pickled weights), ``noise`` (the one content hash, content-seeded noise);
+   the one refusal of pickled weights), ``noise`` (the one content hash, content-seeded noise),
+   ``flow`` (rectified flow's maps to a VP ε-predictor);
 1. ``images`` (image files, decoding, ``metadata.jsonl``), ``metrics``;
 2. ``datasets`` (digits, Fashion-MNIST, captions), ``models`` (the DiffusionModel wrapper, the
    one door to the UNet, and checkpoint loading);
@@ -35,7 +36,7 @@ __version__ = "0.1.0"
 
 LAYERS = (
     ("errors",),
-    ("checks", "io", "noise"),
+    ("checks", "io", "noise", "flow"),
     ("images", "metrics"),
     ("datasets", "models"),
     ("data", "latent", "text2img", "sampling", "train", "kde", "extraction", "features", "references", "privacy"),

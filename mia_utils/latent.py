@@ -97,13 +97,15 @@ class LatentCodec:
     ``encoder_queries`` / ``decoder_queries``, separately from the diffusion model's queries.
 
     ``scale`` (1 / the standard deviation of the training latents' posterior means) makes the
-    latents unit-variance, as Rombach et al.'s scale factor does for Stable Diffusion.
+    latents unit-variance, as Rombach et al.'s scale factor does for Stable Diffusion; ``shift``
+    is subtracted first (SD3's and Flux's ``shift_factor``): z = s · (μ(x) − shift).
     """
 
     def __init__(self, vae: AutoencoderKL, scale: float = 1.0, device: str | torch.device = "cpu",
-                 batch_size: int = 256):
+                 batch_size: int = 256, shift: float = 0.0):
         self.vae = vae.to(device).eval()
         self.scale = float(scale)
+        self.shift = float(shift or 0.0)
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.encoder_queries = 0
@@ -134,7 +136,7 @@ class LatentCodec:
             if not hasattr(encoded, "latent_dist"):  # a VQModel: its latents before quantisation
                 if mode == "sample":
                     raise ValueError("A VQ first stage has no posterior to sample from: use mode='mean'.")
-                out.append(encoded.latents.cpu() * self.scale)
+                out.append((encoded.latents.cpu() - self.shift) * self.scale)
                 self.encoder_queries += len(batch)
                 continue
             post = encoded.latent_dist
@@ -142,7 +144,7 @@ class LatentCodec:
             if mode == "sample":
                 n = draw(generators(batch, seed, salt="latent"), tuple(z.shape[1:]))
                 z = z + post.std * n.to(self.device)
-            out.append(z.cpu() * self.scale)
+            out.append((z.cpu() - self.shift) * self.scale)
             self.encoder_queries += len(z)
         return torch.cat(out)
 
@@ -151,7 +153,7 @@ class LatentCodec:
         """Images [N, C, H, W] in [-1, 1] (clamped) from scaled latents."""
         out = []
         for i in range(0, len(latents), self.batch_size):
-            z = latents[i:i + self.batch_size].float().to(self.device) / self.scale
+            z = latents[i:i + self.batch_size].float().to(self.device) / self.scale + self.shift
             out.append(self.vae.decode(z).sample.clamp(-1, 1).cpu())
             self.decoder_queries += len(z)
         return torch.cat(out)

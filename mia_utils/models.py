@@ -1,9 +1,25 @@
-"""The model every attack talks to: a diffusers UNet2DModel and its noise schedule.
+"""The model every attack talks to: a diffusers denoiser and its noise schedule.
 
 ``DiffusionModel.eps(x_t, t)`` is the one hook all attacks call (as PIA's ``EpsGetter``); it
 batches, moves data to the model's device, and counts queries (one query = one image through
 one forward pass), so the cost column of every table is measured, not claimed. It also runs
 every forward at the model's precision (``PRECISIONS``): fp32 by default, everywhere.
+
+Whatever the network predicts, the hook returns ε̂ in variance-preserving coordinates
+x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε, converted exactly (``DiffusionModel.predict_eps``):
+
+    ε-prediction       ε̂ = output
+    v-prediction       ε̂ = √ᾱ_t v̂ + √(1 − ᾱ_t) x_t      (v = √ᾱ_t ε − √(1 − ᾱ_t) x_0; SD 2.x)
+    x_0-prediction     ε̂ = (x_t − √ᾱ_t x̂_0) / √(1 − ᾱ_t)
+    learned variance   the first C output channels (the mean's; DiT, Improved DDPM)
+    rectified flow     ε̂ = x_σ + (1 − σ) v̂ at x_σ = s(σ) x_t (``mia_utils.flow``; SD3)
+
+so every attack runs on every family unchanged. The network is a UNet (``UNet2DModel``,
+``UNet2DConditionModel``, SDXL's with its added embeddings) or a transformer (SD3's
+``SD3Transformer2DModel``, ``DiTTransformer2DModel``); ``forward`` is the one place that knows
+how each is called. A condition is a tensor with one row per image (text states [N, L, D],
+class labels [N]) or a tuple of such tensors (SDXL: states, pooled embeddings, time ids;
+SD3: states, pooled embeddings).
 """
 
 from __future__ import annotations
@@ -16,6 +32,7 @@ from pathlib import Path
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
+from . import flow
 from .checks import positive_int
 from .errors import CheckpointError
 from .io import read_json, refuse_pickles
@@ -29,6 +46,31 @@ WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 # mantissas; bf16 and fp16 run under torch.autocast (weights stay float32, ε̂ comes back float32).
 # Only fp32 exists on the CPU.
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+# What a scheduler's ``prediction_type`` may say; each is converted to ε̂ exactly (see the module).
+PREDICTIONS = ("epsilon", "v_prediction", "sample")
+FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler")
+
+
+def rows(condition) -> int:
+    """How many images a condition (a tensor, or a tuple of tensors) is for."""
+    return len(condition[0] if isinstance(condition, tuple) else condition)
+
+
+def condition_slice(condition, i: int, j: int, device=None):
+    """Rows i:j of a condition, on ``device`` (floating parts as float32, labels kept integer)."""
+    if condition is None:
+        return None
+    if isinstance(condition, tuple):
+        return tuple(condition_slice(c, i, j, device) for c in condition)
+    c = condition[i:j]
+    return c.to(device, torch.float32) if c.is_floating_point() else c.to(device)
+
+
+def condition_take(condition, index: torch.Tensor):
+    """The rows ``index`` of a condition (a tensor or a tuple of them)."""
+    if isinstance(condition, tuple):
+        return tuple(condition_take(c, index) for c in condition)
+    return condition[index.to(condition.device)]
 
 
 def check_precision(dtype: str, device: torch.device) -> str:
@@ -110,12 +152,15 @@ def default_scheduler(num_train_timesteps: int = 1000, clip_sample: bool = True)
 
 
 class DiffusionModel:
-    """A UNet2DModel ε-predictor with its schedule, on a device, counting its queries.
+    """A denoiser seen as an ε-predictor with its schedule, on a device, counting its queries.
 
-    Attributes: ``unet``, ``scheduler`` (a diffusers DDPMScheduler), ``alpha_bar`` (float64
-    tensor [T], ᾱ_t = ∏_{s<=t} (1 - β_s), on the CPU), ``device``, ``batch_size``, ``dtype``
-    (the forward passes' precision, one of ``PRECISIONS``), ``queries`` (images passed through
-    the UNet since the last ``reset_queries``).
+    Attributes: ``unet`` (the network: a UNet or a transformer), ``scheduler`` (a diffusers
+    scheduler with the training schedule: DDPM, DDIM, PNDM, Euler …; for a flow model the VP
+    DDPM scheduler equivalent to it, the flow's own in ``flow_scheduler``), ``alpha_bar``
+    (float64 tensor [T], ᾱ_t = ∏_{s<=t} (1 - β_s), on the CPU), ``prediction_type`` (one of
+    ``PREDICTIONS``, or "flow"), ``device``, ``batch_size``, ``dtype`` (the forward passes'
+    precision, one of ``PRECISIONS``), ``queries`` (images passed through the network since the
+    last ``reset_queries``).
     """
 
     def __init__(self, unet: UNet2DModel, scheduler: DDPMScheduler | None = None,
@@ -123,13 +168,25 @@ class DiffusionModel:
         self.device = resolve_device(device)
         self.dtype = check_precision(dtype, self.device)
         self.unet = unet.to(self.device).eval()
-        self.scheduler = scheduler if scheduler is not None else default_scheduler()
-        if getattr(self.scheduler.config, "prediction_type", "epsilon") != "epsilon":
-            raise CheckpointError(
-                f"The scheduler predicts {self.scheduler.config.prediction_type!r}; the attacks need an "
-                "ε-prediction model (prediction_type='epsilon')."
-            )
-        self.alpha_bar = self.scheduler.alphas_cumprod.double().cpu()
+        scheduler = scheduler if scheduler is not None else default_scheduler()
+        self.flow_scheduler, self.flow_sigma = None, None
+        if type(scheduler).__name__ in FLOW_SCHEDULERS:
+            # rectified flow: the VP schedule of its path, as a DDPM scheduler the samplers can step
+            self.flow_scheduler, self.flow_sigma = scheduler, flow.sigmas(scheduler)
+            self.alpha_bar = flow.alpha_bar(self.flow_sigma)
+            scheduler = DDPMScheduler(num_train_timesteps=len(self.alpha_bar),
+                                      trained_betas=flow.betas(self.alpha_bar).tolist(), clip_sample=False)
+            self.prediction_type = "flow"
+        else:
+            if not hasattr(scheduler, "alphas_cumprod"):
+                raise CheckpointError(f"The scheduler {type(scheduler).__name__} carries no training schedule "
+                                      "(alphas_cumprod): save the pipeline with the scheduler it was trained with.")
+            self.prediction_type = getattr(scheduler.config, "prediction_type", "epsilon")
+            if self.prediction_type not in PREDICTIONS:
+                raise CheckpointError(f"The scheduler predicts {self.prediction_type!r}; the attacks convert "
+                                      f"{', '.join(PREDICTIONS)} (and rectified-flow velocities) to ε̂.")
+            self.alpha_bar = scheduler.alphas_cumprod.double().cpu()
+        self.scheduler = scheduler
         self.batch_size = batch_size
         self.queries = 0
         # the range clean inputs must lie in: [-1, 1] for a pixel model (its sampler clips to it),
@@ -152,6 +209,16 @@ class DiffusionModel:
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.unet.parameters())
 
+    @property
+    def learned_variance(self) -> bool:
+        """True when the network outputs 2C channels, ε̂ then its variance: DiT's transformer (as
+        ``DiTPipeline`` reads it), or a UNet whose scheduler says ``variance_type="learned*"``."""
+        out = getattr(self.unet.config, "out_channels", None)
+        if out != 2 * self.sample_shape[0]:
+            return False
+        return (type(self.unet).__name__ in ("DiTTransformer2DModel", "Transformer2DModel")
+                or str(getattr(self.scheduler.config, "variance_type", "")).startswith("learned"))
+
     def reset_queries(self) -> int:
         """Zero the query counter; return what it held."""
         n, self.queries = self.queries, 0
@@ -172,11 +239,12 @@ class DiffusionModel:
             raise CheckpointError(f"{len(bad)} weight tensor(s) hold NaN or inf (e.g. {bad[0]}): the checkpoint is "
                                   "broken (a diverged training run?); use an earlier one.")
         x = torch.zeros((1, *self.sample_shape), device=self.device)
+        blank = condition_slice(self.blank_condition(1), 0, 1, self.device)
         with torch.no_grad(), precision(self.dtype, self.device):
-            out = self.forward(x, torch.tensor([0], device=self.device), self.blank_condition(1)).float()
-        if tuple(out.shape) != tuple(x.shape):
-            raise CheckpointError(f"The UNet maps images {tuple(x.shape[1:])} to {tuple(out.shape[1:])}: an "
-                                  "ε-prediction model returns the input's shape (out_channels = in_channels).")
+            out = self.forward(x, torch.tensor([0], device=self.device), blank).float()
+        if tuple(out.shape) != tuple(x.shape) and not (self.learned_variance and out.shape[2:] == x.shape[2:]):
+            raise CheckpointError(f"The network maps images {tuple(x.shape[1:])} to {tuple(out.shape[1:])}: a "
+                                  "denoiser returns the input's shape (or twice its channels, a learned variance).")
         if not torch.isfinite(out).all():
             raise CheckpointError("One ε̂ query on a blank image returned NaN or inf: the checkpoint is broken.")
 
@@ -233,26 +301,67 @@ class DiffusionModel:
 
     @property
     def conditional(self) -> bool:
-        """True for a text-conditional UNet (``UNet2DConditionModel``): ε̂ needs a condition."""
-        return "encoder_hidden_states" in inspect.signature(self.unet.forward).parameters
+        """True when ε̂ needs a condition: a text-conditional network (``encoder_hidden_states``)
+        or a class-conditional one (DiT, a UNet2DModel with class embeddings)."""
+        params = inspect.signature(self.unet.forward).parameters
+        config = self.unet.config
+        return ("encoder_hidden_states" in params
+                or type(self.unet).__name__ in ("DiTTransformer2DModel", "Transformer2DModel")
+                or getattr(config, "num_class_embeds", None) is not None)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
-        """The UNet's raw output for one batch on the model's device (no checks, no count): the
-        one call of the UNet that the hook, the samplers and training share."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor, condition=None) -> torch.Tensor:
+        """The network's raw output for one batch on the model's device (no checks, no count, no
+        conversion): the one call of the network that the hook and training share. ``t`` is the
+        network's own timestep (for a flow model σ · T, see ``predict_eps``)."""
+        net, name = self.unet, type(self.unet).__name__
+        if name == "SD3Transformer2DModel":
+            states, pooled = condition
+            return net(hidden_states=x, timestep=t, encoder_hidden_states=states, pooled_projections=pooled).sample
+        if name in ("DiTTransformer2DModel", "Transformer2DModel", "UNet2DModel") and condition is not None:
+            return net(x, timestep=t, class_labels=condition).sample
         if condition is None:
-            return self.unet(x, t).sample
-        return self.unet(x, t, encoder_hidden_states=condition).sample
+            return net(x, t).sample
+        if isinstance(condition, tuple):  # SDXL: text states, pooled text embedding, size / crop time ids
+            states, pooled, time_ids = condition
+            return net(x, t, encoder_hidden_states=states,
+                       added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample
+        return net(x, t, encoder_hidden_states=condition).sample
 
-    def check_condition(self, condition: torch.Tensor | None, n: int) -> None:
-        """A condition fits the model: none for an unconditional UNet, [n, L, D] for a conditional one."""
+    def predict_eps(self, x: torch.Tensor, t: torch.Tensor, condition=None) -> torch.Tensor:
+        """ε̂(x_t, t) in VP coordinates from one forward (float32): the network's prediction
+        converted exactly (the module's table). ``t`` long [N] on the model's device."""
+        if self.flow_sigma is not None:
+            sigma = self.flow_sigma.to(x.device)[t].float().view(-1, 1, 1, 1)
+            x_sigma = flow.scale(sigma) * x
+            timestep = sigma.flatten() * self.flow_scheduler.config.num_train_timesteps
+            v = self.forward(x_sigma, timestep, condition).float()
+            return flow.eps_from_velocity(x_sigma, v, sigma)
+        out = self.forward(x, t, condition).float()
+        if self.learned_variance:  # the mean's channels come first
+            out = out[:, :x.shape[1]]
+        if self.prediction_type == "epsilon":
+            return out
+        ab = self.alpha_bar.to(x.device)[t].float().view(-1, 1, 1, 1)
+        if self.prediction_type == "v_prediction":  # ε = √ᾱ v + √(1 − ᾱ) x_t
+            return ab.sqrt() * out + (1 - ab).sqrt() * x
+        return (x - ab.sqrt() * out) / (1 - ab).sqrt()  # "sample": x̂_0 predicted
+
+    def check_condition(self, condition, n: int) -> None:
+        """A condition fits the model: none for an unconditional network, n rows (each part of a
+        tuple) for a conditional one, text states [n, L, D] or class labels [n]."""
         if condition is None and self.conditional:
-            raise ValueError("This model is text-conditional: query it through model.bind(captions) (the empty "
+            raise ValueError("This model is conditional: query it through model.bind(captions) (the empty "
                              "prompt \"\" when there is none).")
         if condition is not None and not self.conditional:
             raise ValueError("This model takes no condition (an unconditional UNet2DModel).")
-        if condition is not None and (condition.ndim != 3 or len(condition) != n):
-            raise ValueError(f"condition must be [N, L, D] with N = {n} rows, one per image; got "
-                             f"{tuple(condition.shape)}.")
+        if condition is None:
+            return
+        parts = condition if isinstance(condition, tuple) else (condition,)
+        if any(len(c) != n for c in parts) or (not isinstance(condition, tuple) and condition.is_floating_point()
+                                               and condition.ndim != 3):
+            shapes = ", ".join(str(tuple(c.shape)) for c in parts)
+            raise ValueError(f"condition must hold N = {n} rows, one per image (text states [N, L, D]); got "
+                             f"{shapes}.")
 
     def eps(self, x_t: torch.Tensor, t, batch_size: int | None = None,
             grad: bool = False, condition: torch.Tensor | None = None) -> torch.Tensor:
@@ -278,8 +387,8 @@ class DiffusionModel:
         with torch.set_grad_enabled(grad), precision(self.dtype, self.device):
             for i in range(0, n, bs):
                 xb = x_t[i:i + bs].to(self.device, torch.float32)
-                cb = None if condition is None else condition[i:i + bs].to(self.device, torch.float32)
-                out.append(self.forward(xb, t[i:i + bs].to(self.device), cb).float().to(x_t.device))
+                cb = condition_slice(condition, i, i + bs, self.device)
+                out.append(self.predict_eps(xb, t[i:i + bs].to(self.device), cb).to(x_t.device))
                 self.queries += len(xb)
         return torch.cat(out) if out else x_t.new_zeros(x_t.shape)
 
@@ -341,7 +450,7 @@ class DiffusionModel:
         """Write a DDPMPipeline-style folder (``unet/`` + ``scheduler/``), safetensors weights."""
         path = Path(path)
         self.unet.save_pretrained(path / "unet", safe_serialization=True)
-        self.scheduler.save_pretrained(path / "scheduler")
+        (self.flow_scheduler or self.scheduler).save_pretrained(path / "scheduler")
         return path
 
     def __repr__(self) -> str:

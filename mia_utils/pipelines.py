@@ -1,9 +1,20 @@
-"""Any local diffusers pipeline folder as an audit target: pixel, latent or text-to-image.
+"""Any local diffusers pipeline folder as an audit target: pixel, latent, text- or class-to-image.
 
 A folder with a ``model_index.json`` is loaded by diffusers' own ``from_pretrained`` of the
-class it names (safetensors only, nothing downloaded); a folder without one is one of our
-older layouts (a DDPM folder, or ``unet/`` + ``vae/`` + ``codec.json`` for a latent model).
-LoRA adapters in diffusers' format are attached with the pipeline's ``load_lora_weights``.
+class it names (safetensors only, nothing downloaded; fp16 ``variant`` files when those are
+what the folder holds, upcast to float32); a folder without one is one of our older layouts (a
+DDPM folder, or ``unet/`` + ``vae/`` + ``codec.json`` for a latent model). LoRA adapters in
+diffusers' format are attached with the pipeline's ``load_lora_weights``.
+
+The families (``SUPPORTED``): DDPM / DDIM pixel pipelines; LDM; Stable Diffusion 1.x and 2.x
+(ε- or v-prediction, any scheduler that carries the training schedule: PNDM, DDIM, Euler …;
+the safety checker and feature extractor are not loaded); SDXL (two text encoders, pooled
+embeddings, size time ids); Stable Diffusion 3 (rectified flow, ``mia_utils.flow``; its T5
+encoder optional); DiT (class-conditional, the class label as the condition). Every attack of
+``mia_utils.attacks`` applies to each through ``DiffusionModel.eps``, with two exceptions said
+where they are refused: GSA and the ∇θ features need an unconditional ε-prediction UNet, and
+the text attacks (CLiD, Wen et al.) a text condition. Flux is refused: its transformer takes
+packed latents and T5 states that no offline tokenizer here can build.
 
     target = load_pipeline("sd-finetune/", lora="lora-dir/")
     z = target.encode(images)                  # latents (the images themselves for a pixel model)
@@ -14,6 +25,7 @@ LoRA adapters in diffusers' format are attached with the pipeline's ``load_lora_
 from __future__ import annotations
 
 import contextlib
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,19 +34,24 @@ import torch
 from .errors import CheckpointError
 from .io import read_json, refuse_pickles
 from .latent import LatentCodec, load_ldm
-from .models import DiffusionModel, load_model, resolve_device
+from .models import FLOW_SCHEDULERS, DiffusionModel, load_model, resolve_device
 from .text2img import ConditionalDiffusionModel, TextEncoder
 
 # pipeline class (model_index.json's _class_name) -> the kind of target it is
 SUPPORTED = {"DDPMPipeline": "pixel", "DDIMPipeline": "pixel", "LDMPipeline": "latent",
-             "StableDiffusionPipeline": "text-to-image"}
+             "StableDiffusionPipeline": "text-to-image", "StableDiffusionXLPipeline": "text-to-image",
+             "StableDiffusion3Pipeline": "text-to-image", "DiTPipeline": "class-to-image"}
+# the pipelines whose load_lora_weights diffusers provides
+LORA_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline", "StableDiffusion3Pipeline")
+# components a published folder carries that no attack needs
+IGNORED = {"safety_checker": None, "feature_extractor": None, "image_encoder": None}
 PIPELINE_PICKLE_FIX = "Re-save the pipeline with save_pretrained(folder, safe_serialization=True)."
 
 
 @dataclass
 class Target:
-    """A model under audit: ``kind`` (pixel, latent, text-to-image), the ε-predictor, its first
-    stage (``codec``, None for a pixel model) and where it came from."""
+    """A model under audit: ``kind`` (pixel, latent, text-to-image, class-to-image), the
+    ε-predictor, its first stage (``codec``, None for a pixel model) and where it came from."""
 
     kind: str
     model: DiffusionModel
@@ -73,9 +90,7 @@ class Target:
         ``train_ddpm``): text encoder, VAE and schedule shared."""
         import copy
 
-        from diffusers import UNet2DConditionModel, UNet2DModel
-
-        cls = UNet2DConditionModel if self.conditional else UNet2DModel
+        cls = type(self.model.unet)
         unet = cls.from_pretrained(unet_folder, use_safetensors=True, local_files_only=True, low_cpu_mem_usage=False)
         model = copy.copy(self.model)
         model.unet = unet.to(self.model.device).eval()
@@ -84,7 +99,7 @@ class Target:
 
     def bind(self, captions=None, n: int | None = None, guidance: float = 1.0):
         """The model the attacks query: bound to ``captions`` (None: the empty prompt for each of
-        ``n`` images) for a text-to-image target; the model itself otherwise."""
+        ``n`` images) for a text- or class-to-image target; the model itself otherwise."""
         if not self.conditional:
             return self.model
         if captions is None:
@@ -166,11 +181,19 @@ def load_pipeline(source: str | Path, lora: str | Path | None = None, device: st
         return Target("pixel", load_model(folder, device=device, batch_size=batch_size, dtype=dtype), None, folder)
     index = read_json(index_file, "model_index.json")
     name = index.get("_class_name")
+    if name == "FluxPipeline":
+        raise CheckpointError(f"{str(folder)!r} is a Flux pipeline: its transformer takes packed latents and T5 "
+                              "states, which this version does not build; Stable Diffusion 3 folders (rectified "
+                              "flow too) are supported.")
     if not isinstance(name, str) or name not in SUPPORTED:
         raise CheckpointError(f"{str(folder)!r} holds a {name!r}, which we do not audit; supported pipelines: "
                               f"{', '.join(SUPPORTED)}.")
+    index = {k: v for k, v in index.items() if k not in IGNORED}
     _check_components(folder, index)
-    refuse_pickles(folder, PIPELINE_PICKLE_FIX)
+    for component in index:  # a published folder holds .bin beside .safetensors: only the latter is read
+        sub = folder / component
+        if not component.startswith("_") and sub.is_dir() and not any(sub.glob("*.safetensors")):
+            refuse_pickles(sub, PIPELINE_PICKLE_FIX)
     kind = SUPPORTED[name]
     if kind == "pixel":
         if lora is not None:
@@ -180,30 +203,52 @@ def load_pipeline(source: str | Path, lora: str | Path | None = None, device: st
     from safetensors import SafetensorError
 
     where = resolve_device(device)
-    kwargs = {"safety_checker": None, "requires_safety_checker": False} if kind == "text-to-image" else {}
+    cls = getattr(diffusers, name)
+    kwargs = {k: None for k in IGNORED if k in inspect.signature(cls.__init__).parameters}
+    if "requires_safety_checker" in inspect.signature(cls.__init__).parameters:
+        kwargs["requires_safety_checker"] = False
+    # components saved as absent (SD3 without its T5 encoder: [null, null]) are passed as absent
+    kwargs.update({k: None for k, v in index.items() if isinstance(v, list) and v and v[0] is None})
     try:
         with _quiet():
-            pipeline = getattr(diffusers, name).from_pretrained(folder, use_safetensors=True, local_files_only=True,
-                                                                 low_cpu_mem_usage=False, **kwargs)
+            pipeline = cls.from_pretrained(folder, use_safetensors=True, local_files_only=True,
+                                           low_cpu_mem_usage=False, variant=variant(folder, index),
+                                           dtype=torch.float32, **kwargs)
     except (OSError, ValueError, SafetensorError) as err:  # a component's weights unreadable (any of them)
         first = str(err).strip().splitlines()[0][:300]
         raise CheckpointError(f"diffusers cannot load {str(folder)!r} as a {name} ({first}).") from None
     if lora is not None:
-        if kind != "text-to-image":
-            raise CheckpointError(f"--lora applies to a text-to-image pipeline, not to a {name}.")
+        if name not in LORA_PIPELINES:
+            raise CheckpointError(f"--lora applies to a pipeline diffusers loads LoRAs into ({', '.join(LORA_PIPELINES)}), "
+                                  f"not to a {name}.")
         _load_lora(pipeline, Path(lora))
     pipeline.to(where)
-    # the attacks' noise schedule: the pipeline's β schedule as DDPM (a sampler's config carries it)
-    scheduler = diffusers.DDPMScheduler.from_config(pipeline.scheduler.config)
+    # the attacks' noise schedule: the pipeline's β schedule as DDPM (a sampler's config carries it,
+    # with its prediction type); a flow scheduler as it is (DiffusionModel maps it to its VP schedule)
+    flow = type(pipeline.scheduler).__name__ in FLOW_SCHEDULERS
+    scheduler = pipeline.scheduler if flow else diffusers.DDPMScheduler.from_config(pipeline.scheduler.config)
+    network = pipeline.transformer if hasattr(pipeline, "transformer") else pipeline.unet
     if kind == "latent":
         vae = pipeline.vqvae
-        model = DiffusionModel(pipeline.unet, scheduler, device=where, batch_size=batch_size, dtype=dtype)
+        model = DiffusionModel(network, scheduler, device=where, batch_size=batch_size, dtype=dtype)
         model.input_range = None
     else:
-
         vae = pipeline.vae
-        model = ConditionalDiffusionModel(pipeline.unet, scheduler, TextEncoder(pipeline), device=where,
+        model = ConditionalDiffusionModel(network, scheduler, TextEncoder(pipeline), device=where,
                                           batch_size=batch_size, dtype=dtype)
     model.self_check()
-    codec = LatentCodec(vae, getattr(vae.config, "scaling_factor", 1.0), device=where, batch_size=batch_size)
+    codec = LatentCodec(vae, getattr(vae.config, "scaling_factor", 1.0), device=where, batch_size=batch_size,
+                        shift=getattr(vae.config, "shift_factor", 0.0))
     return Target(kind, model, codec, folder, Path(lora) if lora is not None else None, pipeline)
+
+
+def variant(folder: Path, index: dict) -> str | None:
+    """"fp16" when the denoiser's weights are there only as ``*.fp16.safetensors`` (a published
+    folder's half-precision variant), else None (the plain files)."""
+    for component in ("unet", "transformer"):
+        if component in index and (folder / component).is_dir():
+            files = [f.name for f in (folder / component).glob("*.safetensors")]
+            plain = [f for f in files if f.count(".") == 1]
+            if not plain and any(f.endswith(".fp16.safetensors") for f in files):
+                return "fp16"
+    return None

@@ -5,6 +5,11 @@
     # the same, sharded over the processes:
     accelerate launch -m mia_utils score ...
 
+Every kind of target scores: a pixel checkpoint on its images; a latent or text-to-image
+pipeline (SD 1.x/2.x, SDXL, SD3, DiT; with ``--lora``) on its VAE's latents z_0 = s · μ(x),
+each image bound to its caption from its folder's ``metadata.jsonl`` (the empty prompt where
+a folder has none; a class label for DiT), so the text attacks (CLiD, Wen et al.) score too.
+
 One row per image: its path (relative to the folder it came from), its split (member,
 non-member, unlabelled), the SHA-256 of its pixels as the model sees them (the hash that
 also seeds its noise), the attack, its parameters, the score (higher = more likely a member)
@@ -49,7 +54,7 @@ from . import metrics, specs
 from .checks import like_default, positive_int
 from .data import near_duplicates, thumbnails
 from .errors import CheckpointError, DataError
-from .images import check_shape, image_files, load_image_files
+from .images import check_shape, image_files, load_image_files, read_captions
 from .io import check_writable, die_with_parent, exclusive_lock, write_frame_atomic, write_json_atomic
 from .models import DiffusionModel, check_device, resolve_device
 from .noise import content_hashes
@@ -64,18 +69,13 @@ OWN = ("batch_size", "seed", "base", "x_init", "progress", "chunk", "theta_chunk
 
 
 def attack_names() -> list[str]:
-    """Every attack ``score`` reaches: the registry's scores on pixel checkpoints (not those that
-    need captions), then the feature attacks."""
-    return [n for n, a in _attacks.REGISTRY.items() if "captions" not in a.needs]
+    """Every attack ``score`` reaches: the registry's scores (the text attacks on text-to-image
+    targets only), then the feature attacks."""
+    return list(_attacks.REGISTRY)
 
 
 def get_attack(name: str):
-    """A registered attack (``attacks.Attack`` or ``attacks.FeatureAttack``) that scores pixel
-    checkpoints; an error listing them otherwise."""
-    if name in _attacks.REGISTRY and "captions" in _attacks.REGISTRY[name].needs:
-        raise ValueError(f"{name} compares ε̂ with and without each image's caption: it runs on text-to-image "
-                         "checkpoints, through `mia-book audit` (chapter 07) or mia_utils; `mia-book score` scores "
-                         f"pixel checkpoints with {', '.join(attack_names())}.")
+    """A registered attack (``attacks.Attack`` or ``attacks.FeatureAttack``); an error listing them otherwise."""
     if name not in _attacks.REGISTRY:
         raise ValueError(f"No attack {name!r}; the attacks are {', '.join(attack_names())}.")
     return _attacks.REGISTRY[name]
@@ -94,6 +94,7 @@ class Item:
     split: str
     root: str
     path: str
+    caption: str = ""  # from the folder's metadata.jsonl ("" where it has none: the empty prompt)
 
     @property
     def file(self) -> Path:
@@ -111,7 +112,9 @@ def list_items(images: str | None = None, members: str | None = None, nonmembers
     for split, folder in (("member", members), ("nonmember", nonmembers), ("unlabelled", images)):
         if folder is not None:
             root = Path(folder).resolve()
-            items += [Item(split, str(root), f.relative_to(root).as_posix()) for f in image_files(root, True)]
+            paths = [f.relative_to(root).as_posix() for f in image_files(root, True)]
+            captions = read_captions(root, paths) or [""] * len(paths)
+            items += [Item(split, str(root), p, c) for p, c in zip(paths, captions)]
     return items
 
 
@@ -147,7 +150,7 @@ class Run:
     """A scoring run, checked: the model(s), the attack and its parameters, the images and the
     fingerprint that names its shards (what the scores depend on, and nothing else)."""
 
-    model: DiffusionModel
+    target: object       # pipelines.Target: the model, its VAE and its condition encoder
     attack: object
     hyper: dict          # the attack's parameters, defaults filled in (JSON-able)
     call: dict           # what the score function is called with (hyper + base model, batch size)
@@ -155,6 +158,11 @@ class Run:
     fingerprint: dict
     shard_size: int
     resize: bool
+    base: object = None  # the base pipelines.Target of the noise probe
+
+    @property
+    def model(self) -> DiffusionModel:
+        return self.target.model
 
     @property
     def run_id(self) -> str:
@@ -166,17 +174,22 @@ class Run:
 
     def queries(self, reset: bool = False) -> int:
         """ε̂ queries since the last reset, of every model the attack calls (the base included)."""
-        models = [self.model, *_attacks.models_in(self.call)]
+        models = [self.model, *([self.base.model] if self.base is not None else []), *_attacks.models_in(self.call)]
         return sum(m.reset_queries() if reset else m.queries for m in models)
+
+    def vae_passes(self) -> int:
+        """Images through the VAE's encoder so far (0 for a pixel model)."""
+        return self.target.codec.encoder_queries if self.target.codec is not None else 0
 
     def load(self, items: list[Item]) -> torch.Tensor:
         """The shard's images as the model takes them (converted with ``resize``, else checked);
         decoded by several threads when a GPU waits for them."""
-        c, h, w = self.model.sample_shape
+        shape = self.target.image_shape
+        c, h, w = shape
         threads = min(8, os.cpu_count() or 1) if self.model.device.type == "cuda" else 1
         images = load_image_files([it.file for it in items], size=(h, w) if self.resize else None,
                                        channels=c if self.resize else None, where=items[0].root, threads=threads)
-        check_shape(images, self.model.sample_shape, items[0].root)
+        check_shape(images, shape, items[0].root)
         return images
 
     def score(self, items: list[Item], images: torch.Tensor | None = None) -> pd.DataFrame:
@@ -185,12 +198,20 @@ class Run:
         images = self.load(items) if images is None else images
         rows = pd.DataFrame({"path": [it.path for it in items], "split": [it.split for it in items],
                              "content_sha256": content_hashes(images)})
+        # what the denoiser diffuses (the VAE's scaled posterior means for a latent model), and the
+        # model bound to each image's caption (itself for an unconditional model)
+        z = self.target.encode(images)
+        captions = [it.caption for it in items]
+        view = self.target.bind(captions) if self.target.conditional else self.model
+        call = dict(self.call)
+        if self.base is not None:
+            call["base"] = self.base.bind(captions) if self.base.conditional else self.base.model
         if isinstance(self.attack, _attacks.FeatureAttack):
-            x, names = self.attack(self.model, images, **self.call)
+            x, names = self.attack(view, z, **call)
             rows["score"] = np.nan  # the probe scores them once every shard is in
             rows = pd.concat([rows, pd.DataFrame(x, columns=[f"f_{n}" for n in names])], axis=1)
         else:
-            rows["score"] = np.asarray(self.attack(self.model, images, **self.call), dtype=np.float64)
+            rows["score"] = np.asarray(self.attack(view, z, **call), dtype=np.float64)
         return rows
 
 
@@ -198,7 +219,7 @@ def prepare(checkpoint: str, attack: str, parameters: dict | None = None, images
             members: str | None = None, nonmembers: str | None = None, base: str | None = None,
             device: str | torch.device = "auto", dtype: str = "fp32", batch_size: int = 256, seed: int = 0,
             resize: bool = False, shard_size: int = 1024, references: str | None = None,
-            population: str | None = None) -> Run:
+            population: str | None = None, lora: str | None = None) -> Run:
     """Check everything a run needs and load the model(s); errors name the fix."""
     parameters = dict(parameters or {})
     att = get_attack(attack)
@@ -214,31 +235,48 @@ def prepare(checkpoint: str, attack: str, parameters: dict | None = None, images
         like_default(k, v, att.defaults[k])
     hyper = att.check_hyper(parameters)
     positive_int("--batch-size", batch_size), positive_int("--shard-size", shard_size)
-    model = specs.load_model(checkpoint, device=device, batch_size=batch_size, dtype=dtype)
+    target = specs.load_target(checkpoint, lora=lora, device=device, batch_size=batch_size, dtype=dtype)
+    model = target.model
+    if "captions" in att.needs and target.kind != "text-to-image":
+        raise ValueError(f"{att.name} compares ε̂ with and without each image's caption: it needs a text-to-image "
+                         f"checkpoint; this one is a {target.kind} model.")
+    if "references" in att.needs and target.kind != "pixel":
+        raise ValueError(f"{att.name} compares pixel checkpoints with pixel reference models; this one is a "
+                         f"{target.kind} model.")
     call = {k: v for k, v in hyper.items() if k not in OWN}
     sig = att.defaults
     if "seed" in sig:
         call["seed"] = seed
     if "batch_size" in sig:
         call["batch_size"] = batch_size
-    fingerprint = {"format": FORMAT, "checkpoint_sha256": weights_hash(specs.folder(checkpoint)), "attack": att.name,
+    weights = weights_hash(specs.folder(checkpoint))
+    if target.lora is not None:
+        weights = hashlib.sha256((weights + weights_hash(target.lora)).encode()).hexdigest()
+    fingerprint = {"format": FORMAT, "checkpoint_sha256": weights, "attack": att.name,
                    "parameters": _jsonable({k: v for k, v in call.items() if k != "batch_size"}),
                    "dtype": dtype, "resize": bool(resize), "shard_size": shard_size}
+    base_target = None
     if "base" in sig:
         if base is None:
             raise ValueError(f"{att.name} needs the model the checkpoint was fine-tuned from: --base DIR.")
-        call["base"] = specs.load_model(base, device=model.device, batch_size=batch_size, dtype=dtype)
+        base_target = specs.load_target(base, device=model.device, batch_size=batch_size, dtype=dtype)
+        if base_target.kind != target.kind or base_target.model.sample_shape != model.sample_shape:
+            raise ValueError(f"--base {base} is a {base_target.kind} model of inputs {base_target.model.sample_shape}; "
+                             f"the checkpoint is a {target.kind} model of {model.sample_shape}: give its own base.")
         fingerprint["base_sha256"] = weights_hash(specs.folder(base))
     elif base is not None:
         raise ValueError(f"--base is used by noise_probe only; {att.name} queries the checkpoint alone.")
     _reference_inputs(att, call, fingerprint, model, references, population, batch_size, dtype, resize)
     items = list_items(images, members, nonmembers)
-    fingerprint["images_sha256"] = hashlib.sha256("\n".join(f"{it.split}\t{it.root}\t{it.path}"
-                                                            for it in items).encode()).hexdigest()
-    run = Run(model, att, fingerprint["parameters"], call, items, fingerprint, shard_size, resize)
+    fingerprint["images_sha256"] = hashlib.sha256("\n".join(
+        f"{it.split}\t{it.root}\t{it.path}" + (f"\t{it.caption}" if target.conditional else "")
+        for it in items).encode()).hexdigest()
+    run = Run(target, att, fingerprint["parameters"], call, items, fingerprint, shard_size, resize, base_target)
     _check_no_near_copies(run)
     run.score(items[:1])  # one image through the whole attack: bad parameters fail before anything is written
     run.queries(reset=True)
+    if target.codec is not None:
+        target.codec.encoder_queries = 0
     return run
 
 
@@ -377,7 +415,8 @@ def score(checkpoint: str, attack: str, out: str | Path, parameters: dict | None
           members: str | None = None, nonmembers: str | None = None, base: str | None = None,
           device: str = "auto", dtype: str = "fp32", batch_size: int = 256, seed: int = 0, resize: bool = False,
           fpr: float = 0.01, shard_size: int = 1024, overwrite: bool = False, n_boot: int = 1000,
-          references: str | None = None, population: str | None = None, report=print) -> Path | None:
+          references: str | None = None, population: str | None = None, lora: str | None = None,
+          report=print) -> Path | None:
     """Score every image; write ``out`` (+ ``out.json``) from the main process. Returns ``out`` on
     the main process, None on the others. Run under ``accelerate launch`` to shard (module
     docstring); a plain call is one process."""
@@ -395,7 +434,7 @@ def score(checkpoint: str, attack: str, out: str | Path, parameters: dict | None
     check_out(out, overwrite)
     with contextlib.ExitStack() as held:
         run = prepare(checkpoint, attack, parameters, images, members, nonmembers, base, device, dtype, batch_size,
-                      seed, resize, shard_size, references, population)
+                      seed, resize, shard_size, references, population, lora)
         for flag, folder in (("--images", images), ("--members", members), ("--nonmembers", nonmembers),
                              ("--population", population)):
             if folder is not None and not specs.is_zoo(folder) and out.is_relative_to(Path(folder).resolve()):
@@ -447,7 +486,8 @@ def score(checkpoint: str, attack: str, out: str | Path, parameters: dict | None
                     done.append((k, rows))
                     computed += len(rows)
         seconds = time.perf_counter() - t0
-        stats = {"process": state.process_index, "images": computed, "seconds": seconds, "queries": run.queries()}
+        stats = {"process": state.process_index, "images": computed, "seconds": seconds, "queries": run.queries(),
+                 "vae": run.vae_passes()}
         gathered = gather_object(done) if state.num_processes > 1 else done
         all_stats = gather_object([stats]) if state.num_processes > 1 else [stats]
         if not state.is_main_process:
@@ -468,6 +508,8 @@ def score(checkpoint: str, attack: str, out: str | Path, parameters: dict | None
                 "scored_now": fresh, "resumed": len(rows) - fresh, "processes": state.num_processes,
                 "seconds": wall, "images_per_second": fresh / wall if wall > 0 and fresh else None,
                 "queries_per_image": sum(s["queries"] for s in all_stats) / fresh if fresh else None,
+                "kind": run.target.kind, "lora": None if run.target.lora is None else str(run.target.lora),
+                "vae_encodes_per_image": sum(s["vae"] for s in all_stats) / fresh if fresh else None,
                 "calibration": summary}
         write_json_atomic(Path(str(out) + ".json"), info, indent=1)
         write_frame_atomic(rows, out)  # last: its existence means the run is complete

@@ -35,16 +35,46 @@ from .models import DiffusionModel, default_scheduler
 
 
 class TextEncoder:
-    """Captions → the text encoder's hidden states [N, L, D], through the pipeline's own
-    ``encode_prompt`` (so SD's tokenisation, truncation and clip-skip rules hold), one caption
-    at a time (a caption's states do not depend on which others are encoded with it), cached."""
+    """Captions → the condition the denoiser takes, through the pipeline's own ``encode_prompt``
+    (so its tokenisation, truncation and clip-skip rules hold), one caption at a time (a
+    caption's condition does not depend on which others are encoded with it), cached:
+
+    * Stable Diffusion 1.x / 2.x: the text states [N, L, D];
+    * SDXL: (states [N, L, D] of both encoders, pooled embedding [N, P], time ids [N, 6]); the
+      time ids are (H, W, 0, 0, H, W): the image's own size, uncropped; the empty prompt is
+      zeros where the pipeline says so (``force_zeros_for_empty_prompt``), as its guidance is;
+    * Stable Diffusion 3: (joint states [N, L, D], pooled embedding [N, P]) of its CLIP (and T5,
+      when present) encoders;
+    * DiT: the class label [N] (a caption is a label name of the pipeline's ``id2label`` or a
+      class number; the empty caption is the null class, the one guidance drops to).
+    """
 
     def __init__(self, pipeline):
         self.pipeline = pipeline
-        self.cache: dict[str, torch.Tensor] = {}
+        self.cache: dict[str, object] = {}
         self.passes = 0
 
-    def __call__(self, captions) -> torch.Tensor:
+    def _encode(self, caption: str):
+        p, name = self.pipeline, type(self.pipeline).__name__
+        if name == "DiTPipeline":
+            return torch.tensor(_class_label(p, caption))
+        if name == "StableDiffusionXLPipeline":
+            states, _, pooled, _ = p.encode_prompt(caption, device=p.device, num_images_per_prompt=1,
+                                                   do_classifier_free_guidance=False)
+            side = p.unet.config.sample_size * p.vae_scale_factor
+            ids = p._get_add_time_ids((side, side), (0, 0), (side, side), dtype=states.dtype,
+                                      text_encoder_projection_dim=p.text_encoder_2.config.projection_dim)
+            if caption == "" and p.config.force_zeros_for_empty_prompt:
+                states, pooled = torch.zeros_like(states), torch.zeros_like(pooled)
+            return states[0].float().cpu(), pooled[0].float().cpu(), ids[0].float().cpu()
+        if name == "StableDiffusion3Pipeline":
+            states, _, pooled, _ = p.encode_prompt(caption, caption, caption, device=p.device,
+                                                   num_images_per_prompt=1, do_classifier_free_guidance=False)
+            return states[0].float().cpu(), pooled[0].float().cpu()
+        states, _ = p.encode_prompt(caption, p.device, 1, False)
+        return states[0].float().cpu()
+
+    def __call__(self, captions):
         captions = list(captions)
         bad = [c for c in captions if not isinstance(c, str)]
         if bad:
@@ -52,16 +82,32 @@ class TextEncoder:
         for caption in dict.fromkeys(captions):
             if caption not in self.cache:
                 with torch.no_grad():
-                    states, _ = self.pipeline.encode_prompt(caption, self.pipeline.device, 1, False)
-                self.cache[caption] = states[0].float().cpu()
-                self.passes += 1
+                    self.cache[caption] = self._encode(caption)
+                self.passes += type(self.pipeline).__name__ != "DiTPipeline"
         if not captions:
             raise ValueError("No captions given.")
+        first = self.cache[captions[0]]
+        if isinstance(first, tuple):
+            return tuple(torch.stack([self.cache[c][k] for c in captions]) for k in range(len(first)))
         return torch.stack([self.cache[c] for c in captions])
 
 
+def _class_label(pipeline, caption: str) -> int:
+    """A DiT caption as its class: "" the null class, a number as it is, a name through ``id2label``."""
+    classes = pipeline.transformer.config.num_embeds_ada_norm
+    if caption == "":
+        return classes  # the null label, the one classifier-free guidance uses
+    if caption.strip().isdigit() and int(caption) < classes:
+        return int(caption)
+    if caption.strip() in pipeline.labels:
+        return pipeline.labels[caption.strip()]
+    raise ValueError(f"{caption!r} is not a class of this DiT: give a class number below {classes} or one of its "
+                     f"{len(pipeline.labels)} label names (model_index.json's id2label).")
+
+
 class ConditionalDiffusionModel(DiffusionModel):
-    """A ``UNet2DConditionModel`` ε-predictor on latents, with its text encoder.
+    """A conditional denoiser on latents (SD's UNet, SDXL's, SD3's or DiT's transformer), with
+    its condition encoder (``TextEncoder``).
 
     As ``DiffusionModel`` (the same hook, query count, precision); queried through ``bind``.
     """
@@ -254,14 +300,16 @@ def add_lora(unet, rank: int = 4, alpha: float | None = None, seed: int = 0) -> 
                                 target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
 
 
-def save_lora(unet, folder: str | Path) -> Path:
-    """The adapter of ``unet`` in diffusers' LoRA format (``pytorch_lora_weights.safetensors``),
-    what ``StableDiffusionPipeline.load_lora_weights`` reads."""
-    from diffusers import StableDiffusionPipeline
+def save_lora(unet, folder: str | Path, pipeline: str = "StableDiffusionPipeline") -> Path:
+    """The adapter of ``unet`` (a UNet, or SD3's transformer) in diffusers' LoRA format
+    (``pytorch_lora_weights.safetensors``), what ``pipeline``'s ``load_lora_weights`` reads
+    (StableDiffusionPipeline, StableDiffusionXLPipeline, StableDiffusion3Pipeline)."""
+    import diffusers
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
     folder = Path(folder)
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers, safe_serialization=True)
+    key = "transformer_lora_layers" if pipeline == "StableDiffusion3Pipeline" else "unet_lora_layers"
+    getattr(diffusers, pipeline).save_lora_weights(folder, **{key: layers}, safe_serialization=True)
     return folder

@@ -70,9 +70,9 @@ def test_checkpoint_errors(tmp_path, tiny_model):
         mu.load_model(tmp_path / "pickle")
     tiny_model.save(tmp_path / "vpred")
     cfg = json.loads((tmp_path / "vpred/scheduler/scheduler_config.json").read_text())
-    cfg["prediction_type"] = "v_prediction"
+    cfg["prediction_type"] = "score"  # v_prediction and sample are converted (test_families.py)
     (tmp_path / "vpred/scheduler/scheduler_config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match="ε-prediction"):
+    with pytest.raises(CheckpointError, match="predicts 'score'"):
         mu.load_model(tmp_path / "vpred")
 
 

@@ -249,7 +249,8 @@ def reference_folders(folders, tmp_path):
 
 
 def test_every_attack_of_the_book_is_reachable(folders, reference_folders):
-    assert sorted(scoring.attack_names()) == sorted(CHEAP)
+    pixel = [n for n in scoring.attack_names() if "captions" not in mu.attacks.get(n).needs]
+    assert sorted(pixel) == sorted(CHEAP)
     model = mu.load_model(folders["checkpoint"], device="cpu")
     images = mu.images.load_image_folder(folders["members"])[:3]
     refs = mu.references.ReferenceModels.from_folder(reference_folders["references"], device="cpu")
@@ -398,3 +399,35 @@ def test_bad_outputs_and_damaged_shards_are_one_sentence(folders, tmp_path, monk
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-3000:]
     assert proc.stderr.startswith("mia-book: error:") and "5000" in proc.stderr
+
+
+T2I_CHEAP = {"sima": {"t": 30}, "loss": {"t": 50, "n_noise": 1}, "clid": {"ts": [50, 100], "n_noise": 1},
+             "wen": {"ts": [500], "n_noise": 1}, "noise_probe": {"inversion_steps": 3, "generation_steps": 3}}
+
+
+@pytest.mark.parametrize("name", sorted(T2I_CHEAP))
+def test_a_text_to_image_folder_scores_with_its_captions(name, tiny_sd, tiny_checkpoint, tmp_path):
+    """mia-book score on an SD folder (with its LoRA): latents of the VAE, each image bound to its
+    caption from metadata.jsonl; the rows equal the attack called on the same bound view."""
+    base = tiny_sd["folder"] if name == "noise_probe" else None
+    out = scoring.score(str(tiny_sd["folder"]), name, tmp_path / "s.parquet", T2I_CHEAP[name],
+                        members=str(tiny_sd["members"]), nonmembers=str(tiny_sd["nonmembers"]), base=base,
+                        device="cpu", lora=str(tiny_sd["lora"]), n_boot=50, report=lambda *_: None)
+    rows = pd.read_parquet(out)
+    info = json.loads(Path(str(out) + ".json").read_text())
+    assert len(rows) == 40 and info["kind"] == "text-to-image" and info["vae_encodes_per_image"] == 1
+    target = mu.pipelines.load_pipeline(tiny_sd["folder"], lora=tiny_sd["lora"], device="cpu")
+    files = sorted(p.name for p in tiny_sd["members"].glob("*.png"))
+    captions = mu.images.read_captions(tiny_sd["members"], files)
+    images = mu.images.load_image_files([tiny_sd["members"] / f for f in files])
+    view = target.bind(captions)
+    extra = {"base": mu.pipelines.load_pipeline(base, device="cpu").bind(captions)} if base else {}
+    want = mu.attacks.get(name)(view, target.encode(images), **T2I_CHEAP[name], **extra)
+    got = rows[rows["split"] == "member"].set_index("path").loc[files, "score"].to_numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_text_attacks_on_a_pixel_checkpoint_are_refused(folders):
+    with pytest.raises(ValueError, match="needs a text-to-image checkpoint"):
+        scoring.prepare(folders["checkpoint"], "clid", members=folders["members"], nonmembers=folders["nonmembers"],
+                        device="cpu")

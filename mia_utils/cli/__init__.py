@@ -3,7 +3,7 @@
     mia-book audit --checkpoint DIR [--lora DIR] --members DIR --nonmembers DIR \\
         [--chapters 02,03] [--suspect DIR] [--device cuda] [--n-eval N] [--resize] [--out DIR [--overwrite]]
         [-p NAME VALUE ...]
-    mia-book score --checkpoint DIR --attack sima [-p t 50 ...] --images DIR [--members DIR --nonmembers DIR]
+    mia-book score --checkpoint DIR [--lora DIR] --attack sima [-p t 50 ...] --images DIR [--members DIR --nonmembers DIR]
         --out scores.parquet [--dtype bf16] [--num-processes N] [--overwrite]
     mia-book zoo build [NAME ...] [--jobs 2]      # train (or find cached) the zoo's models
     mia-book zoo list                             # the recipes and whether they are cached
@@ -142,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="any other chapter parameter, e.g. -p n_boot 200")
     s = sub.add_parser("score", help="raw per-image scores of one attack, sharded over processes (accelerate)",
                        description=scoring.__doc__.split("\n\n")[0], epilog=rule)
-    s.add_argument("--checkpoint", required=True, help="a local diffusers folder (or a zoo: name)")
+    s.add_argument("--checkpoint", required=True, help="a local diffusers folder (or a zoo: name): pixel, latent, "
+                                                      "SD 1.x/2.x, SDXL, SD3 or DiT")
+    s.add_argument("--lora", help="a LoRA adapter folder (diffusers' save_lora_weights) loaded onto the checkpoint")
     s.add_argument("--attack", required=True, help=f"one of {', '.join(scoring.attack_names())}")
     s.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
                    help="an attack parameter, e.g. -p t 50 (JSON values: -p ts '[100, 200]')")
@@ -210,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             scoring.score(args.checkpoint, args.attack, args.out, parameters=parse_params(args.parameter),
                           images=args.images, members=args.members, nonmembers=args.nonmembers, base=args.base,
-                          references=args.references, population=args.population,
+                          references=args.references, population=args.population, lora=args.lora,
                           device=args.device, dtype=args.dtype, batch_size=args.batch_size, seed=args.seed,
                           resize=args.resize, fpr=args.fpr, shard_size=args.shard_size, overwrite=args.overwrite)
     except (CheckpointError, DataError, ZooError, ValueError, TypeError) as err:
