@@ -159,6 +159,7 @@ class Run:
     shard_size: int
     resize: bool
     base: object = None  # the base pipelines.Target of the noise probe
+    plan: dict | None = None  # measure_plan's estimate, made before any image is scored
 
     @property
     def model(self) -> DiffusionModel:
@@ -274,10 +275,65 @@ def prepare(checkpoint: str, attack: str, parameters: dict | None = None, images
     run = Run(target, att, fingerprint["parameters"], call, items, fingerprint, shard_size, resize, base_target)
     _check_no_near_copies(run)
     run.score(items[:1])  # one image through the whole attack: bad parameters fail before anything is written
+    run.plan = measure_plan(run, run.queries(), batch_size)
     run.queries(reset=True)
     if target.codec is not None:
         target.codec.encoder_queries = 0
     return run
+
+
+# the parameters that scale an attack's cost, named when a plan exceeds --budget
+COST_KNOBS = ("ts", "t_sec", "k", "n_noise", "n", "steps", "inversion_steps", "generation_steps", "n_variations")
+
+
+def measure_plan(run: Run, queries_per_image: int, batch_size: int) -> dict:
+    """What the run will cost, measured before it starts: the queries one image took through the
+    whole attack (counted, the base's included), times the images, at the seconds per forward
+    pass that one timed batch of ``min(batch_size, images)`` forward passes takes on the chosen
+    device (after the one-image warm-up), plus the VAE's encoding. An estimate, not a promise:
+    it leaves out image decoding and, for feature attacks, the probe."""
+    model, n = run.model, len(run.items)
+    b = max(1, min(batch_size, n))
+    x = torch.randn((b, *model.sample_shape), generator=torch.Generator().manual_seed(0))
+    view = run.target.bind(n=b) if run.target.conditional else model
+    t0 = time.perf_counter()
+    view.eps(x, model.num_train_timesteps // 2, batch_size=b)
+    if model.device.type == "cuda":
+        torch.cuda.synchronize(model.device)
+    per_forward = (time.perf_counter() - t0) / b
+    vae = 0.0
+    if run.target.codec is not None:
+        images = run.load(run.items[:b])
+        t0 = time.perf_counter()
+        run.target.encode(images)
+        vae = (time.perf_counter() - t0) / b
+    seconds = n * (queries_per_image * per_forward + vae)
+    return {"images": n, "queries_per_image": int(queries_per_image), "forward_passes": int(n * queries_per_image),
+            "seconds_per_forward": per_forward, "vae_seconds_per_image": vae, "timed_batch": b,
+            "estimated_minutes": seconds / 60}
+
+
+def check_budget(run: Run, budget: float | None) -> None:
+    """Refuse, in one sentence naming the knobs, a run whose plan exceeds ``budget`` minutes."""
+    if budget is None:
+        return
+    if budget <= 0:
+        raise ValueError(f"--budget {budget:g}: give the minutes this run may take (a positive number).")
+    plan = run.plan
+    if plan["estimated_minutes"] > budget:
+        knobs = [k for k in COST_KNOBS if k in run.hyper]
+        lower = f"lower {run.attack.name}'s {', '.join(f'-p {k}' for k in knobs)}" if knobs else ""
+        raise ValueError(f"The plan needs about {plan['estimated_minutes']:.1f} min ({plan['forward_passes']:,} forward "
+                         f"passes: {plan['images']} images x {plan['queries_per_image']} queries, "
+                         f"{plan['seconds_per_forward'] * 1e3:.1f} ms each) > --budget {budget:g}: score fewer images"
+                         f"{', or ' + lower if lower else ''}, or run on a GPU (--device cuda).")
+
+
+def plan_line(plan: dict) -> str:
+    return (f"[score] plan: {plan['images']} images x {plan['queries_per_image']} queries = {plan['forward_passes']:,} "
+            f"forward passes at {plan['seconds_per_forward'] * 1e3:.2f} ms (timed on a batch of {plan['timed_batch']})"
+            + (f" + VAE {plan['vae_seconds_per_image'] * 1e3:.1f} ms/image" if plan["vae_seconds_per_image"] else "")
+            + f": about {plan['estimated_minutes']:.1f} min")
 
 
 def _reference_inputs(att, call: dict, fingerprint: dict, model: DiffusionModel, references: str | None,
@@ -416,7 +472,7 @@ def score(checkpoint: str, attack: str, out: str | Path, parameters: dict | None
           device: str = "auto", dtype: str = "fp32", batch_size: int = 256, seed: int = 0, resize: bool = False,
           fpr: float = 0.01, shard_size: int = 1024, overwrite: bool = False, n_boot: int = 1000,
           references: str | None = None, population: str | None = None, lora: str | None = None,
-          report=print) -> Path | None:
+          budget: float | None = None, report=print) -> Path | None:
     """Score every image; write ``out`` (+ ``out.json``) from the main process. Returns ``out`` on
     the main process, None on the others. Run under ``accelerate launch`` to shard (module
     docstring); a plain call is one process."""
@@ -435,6 +491,9 @@ def score(checkpoint: str, attack: str, out: str | Path, parameters: dict | None
     with contextlib.ExitStack() as held:
         run = prepare(checkpoint, attack, parameters, images, members, nonmembers, base, device, dtype, batch_size,
                       seed, resize, shard_size, references, population, lora)
+        if state.is_main_process:
+            report(plan_line(run.plan))
+        check_budget(run, budget)
         for flag, folder in (("--images", images), ("--members", members), ("--nonmembers", nonmembers),
                              ("--population", population)):
             if folder is not None and not specs.is_zoo(folder) and out.is_relative_to(Path(folder).resolve()):
@@ -510,12 +569,13 @@ def score(checkpoint: str, attack: str, out: str | Path, parameters: dict | None
                 "queries_per_image": sum(s["queries"] for s in all_stats) / fresh if fresh else None,
                 "kind": run.target.kind, "lora": None if run.target.lora is None else str(run.target.lora),
                 "vae_encodes_per_image": sum(s["vae"] for s in all_stats) / fresh if fresh else None,
-                "calibration": summary}
+                "plan": run.plan, "peak_memory_mb": peak_memory_mb(run.model.device), "calibration": summary}
         write_json_atomic(Path(str(out) + ".json"), info, indent=1)
         write_frame_atomic(rows, out)  # last: its existence means the run is complete
         shutil.rmtree(folder, ignore_errors=True)
         report(f"[score] {len(rows)} rows -> {out} ({fresh} scored now, {len(rows) - fresh} from earlier shards; "
-               f"{wall:.1f} s)")
+               f"{wall:.1f} s against the plan's {run.plan['estimated_minutes'] * 60:.1f} s; peak memory "
+               f"{info['peak_memory_mb']:.0f} MiB)")
         if summary:
             h = summary["held_out"]
             n_cal = summary["calibration"]["nonmembers"]
@@ -526,6 +586,15 @@ def score(checkpoint: str, attack: str, out: str | Path, parameters: dict | None
             report("[score] no labelled images: the features are written, but no probe scores them (give --members and "
                    "--nonmembers).")
         return out
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """The process's peak resident memory (MiB; ru_maxrss), or on a GPU the peak allocated there."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _check_no_near_copies(run: Run) -> None:

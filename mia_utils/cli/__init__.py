@@ -161,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="precision of the forward passes: fp32 (default, exact) or, on CUDA, tf32, bf16, fp16")
     s.add_argument("--batch-size", type=_positive, default=256, help="images per forward pass")
     s.add_argument("--shard-size", type=_positive, default=1024, help="images per shard (the unit of resumption)")
+    s.add_argument("--budget", type=float, default=None, metavar="MINUTES",
+                   help="refuse to start when the measured plan (printed first) needs more minutes than this")
     s.add_argument("--fpr", type=float, default=0.01, help="false-positive rate the decisions are set at")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--resize", action="store_true", help="resize and convert images to the model's size and channels")
@@ -212,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             scoring.score(args.checkpoint, args.attack, args.out, parameters=parse_params(args.parameter),
                           images=args.images, members=args.members, nonmembers=args.nonmembers, base=args.base,
-                          references=args.references, population=args.population, lora=args.lora,
+                          references=args.references, population=args.population, lora=args.lora, budget=args.budget,
                           device=args.device, dtype=args.dtype, batch_size=args.batch_size, seed=args.seed,
                           resize=args.resize, fpr=args.fpr, shard_size=args.shard_size, overwrite=args.overwrite)
     except (CheckpointError, DataError, ZooError, ValueError, TypeError) as err:
