@@ -81,7 +81,8 @@ def sd3_pipeline(folder):
     transformer = SD3Transformer2DModel(sample_size=4, patch_size=1, in_channels=4, out_channels=4, num_layers=1,
                                         attention_head_dim=8, num_attention_heads=2, joint_attention_dim=64,
                                         caption_projection_dim=16, pooled_projection_dim=64, pos_embed_max_size=8)
-    return StableDiffusion3Pipeline(transformer=_nontrivial(transformer), scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+    return StableDiffusion3Pipeline(transformer=_nontrivial(transformer),
+                                    scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
                                     vae=_vae(scaling_factor=1.5, shift_factor=0.1),
                                     text_encoder=_clip(tokenizer, True, 1), tokenizer=tokenizer,
                                     text_encoder_2=_clip(tokenizer, True, 2), tokenizer_2=tokenizer,
@@ -174,7 +175,8 @@ def test_sd2_style_folders_with_v_prediction_and_other_schedulers(folders, laten
 def test_fp16_variant_files_load_upcast(folders, latents):
     full = pipelines.load_pipeline(folders["sd2"], device="cpu")
     half = pipelines.load_pipeline(folders["sd2-fp16"], device="cpu")
-    assert pipelines.variant(folders["sd2-fp16"], json.loads((folders["sd2-fp16"] / "model_index.json").read_text())) == "fp16"
+    index = json.loads((folders["sd2-fp16"] / "model_index.json").read_text())
+    assert pipelines.variant(folders["sd2-fp16"], index) == "fp16"
     assert next(half.model.unet.parameters()).dtype == torch.float32
     a, b = full.bind(CAPTIONS).eps(latents, 100), half.bind(CAPTIONS).eps(latents, 100)
     assert 0 < (a - b).abs().max() < 5e-2  # the weights rounded to fp16, nothing else

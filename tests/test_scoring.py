@@ -439,7 +439,8 @@ def test_the_plan_counts_the_queries_and_the_budget_refuses_before_anything_is_w
         run = scoring.prepare(folders["checkpoint"], name, params, **kw)
         plan = run.plan
         assert plan["queries_per_image"] == mu.attacks.get(name).cost(run.attack.check_hyper(params))
-        assert plan["forward_passes"] == plan["images"] * plan["queries_per_image"] == len(run.items) * plan["queries_per_image"]
+        assert plan["images"] == len(run.items)
+        assert plan["forward_passes"] == plan["images"] * plan["queries_per_image"]
         assert plan["seconds_per_forward"] > 0 and plan["estimated_minutes"] > 0
     lines = []
     with pytest.raises(ValueError, match=r"> --budget 1e-09: score fewer images, or lower loss's -p n_noise"):
