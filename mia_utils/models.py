@@ -425,6 +425,9 @@ class DiffusionModel:
         if self.conditional:
             raise ValueError("Per-sample gradients of a text-conditional UNet are not supported (GSA and the "
                              "∇θ trajectory features take an unconditional model).")
+        if self.prediction_type != "epsilon":
+            raise ValueError(f"Per-sample gradients are of the ε-loss on the raw output; this model predicts "
+                             f"{self.prediction_type!r} (GSA and the ∇θ features take an ε-prediction UNet).")
         self.check_images(x_t[:, 0])
         unet = self.unet
         params = {k: v.detach() for k, v in unet.named_parameters()}

@@ -330,6 +330,7 @@ def check_budget(run: Run, budget: float | None) -> None:
 
 
 def plan_line(plan: dict) -> str:
+    """The plan as the one line ``mia-book score`` prints before it starts."""
     return (f"[score] plan: {plan['images']} images x {plan['queries_per_image']} queries = {plan['forward_passes']:,} "
             f"forward passes at {plan['seconds_per_forward'] * 1e3:.2f} ms (timed on a batch of {plan['timed_batch']})"
             + (f" + VAE {plan['vae_seconds_per_image'] * 1e3:.1f} ms/image" if plan["vae_seconds_per_image"] else "")

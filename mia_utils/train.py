@@ -71,6 +71,8 @@ def train_ddpm(model: DiffusionModel, images: torch.Tensor, config: TrainConfig 
     """
     model.check_images(images)
     model.check_condition(condition, len(images))
+    if model.prediction_type != "epsilon":
+        raise ValueError(f"train_ddpm trains ε-prediction models; this one predicts {model.prediction_type!r}.")
     gen = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     unet, device = model.unet, model.device

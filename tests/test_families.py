@@ -338,3 +338,12 @@ def test_flux_is_refused_in_one_sentence(tmp_path):
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
     with pytest.raises(CheckpointError, match="Flux"):
         pipelines.load_pipeline(tmp_path, device="cpu")
+
+
+def test_gradients_and_training_refuse_models_that_do_not_predict_eps():
+    model = mu.DiffusionModel(tiny_unet(), DDPMScheduler(prediction_type="v_prediction"), device="cpu")
+    x = torch.zeros((2, 1, 1, 8, 8))
+    with pytest.raises(ValueError, match="ε-prediction UNet"):
+        model.per_sample_layer_grad_norms(x, torch.zeros((2, 1), dtype=torch.long), x)
+    with pytest.raises(ValueError, match="trains ε-prediction models"):
+        mu.train.train_ddpm(model, torch.zeros((4, 1, 8, 8)), progress=False)
