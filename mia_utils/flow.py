@@ -43,11 +43,11 @@ from __future__ import annotations
 import torch
 
 
-def sigmas(scheduler, num_steps: int | None = None) -> torch.Tensor:
+def sigmas(scheduler) -> torch.Tensor:
     """σ_t for t = 0 … T − 1 (float64, ascending, inside (0, 1)) of a
     ``FlowMatchEulerDiscreteScheduler``: (t + 1)/(T + 1) through its static ``shift``."""
     config = scheduler.config
-    T = int(num_steps or config.num_train_timesteps)
+    T = int(config.num_train_timesteps)
     s = torch.arange(1, T + 1, dtype=torch.float64) / (T + 1)
     shift = float(getattr(config, "shift", 1.0))
     if getattr(config, "use_dynamic_shifting", False):
@@ -69,11 +69,6 @@ def scale(sigma: torch.Tensor) -> torch.Tensor:
 def eps_from_velocity(x_sigma: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """ε̂ = x_σ + (1 − σ) v̂ (``sigma`` broadcast over the image dimensions)."""
     return x_sigma + (1 - sigma) * v
-
-
-def x0_from_velocity(x_sigma: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """x̂₀ = x_σ − σ v̂."""
-    return x_sigma - sigma * v
 
 
 def betas(alpha_bar_t: torch.Tensor) -> torch.Tensor:

@@ -49,11 +49,8 @@ PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 # What a scheduler's ``prediction_type`` may say; each is converted to ε̂ exactly (see the module).
 PREDICTIONS = ("epsilon", "v_prediction", "sample")
 FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler")
-
-
-def rows(condition) -> int:
-    """How many images a condition (a tensor, or a tuple of tensors) is for."""
-    return len(condition[0] if isinstance(condition, tuple) else condition)
+# class-conditional transformers (DiT): class labels in, ε̂ and a learned variance out
+CLASS_TRANSFORMERS = ("DiTTransformer2DModel", "Transformer2DModel")
 
 
 def condition_slice(condition, i: int, j: int, device=None):
@@ -64,13 +61,6 @@ def condition_slice(condition, i: int, j: int, device=None):
         return tuple(condition_slice(c, i, j, device) for c in condition)
     c = condition[i:j]
     return c.to(device, torch.float32) if c.is_floating_point() else c.to(device)
-
-
-def condition_take(condition, index: torch.Tensor):
-    """The rows ``index`` of a condition (a tensor or a tuple of them)."""
-    if isinstance(condition, tuple):
-        return tuple(condition_take(c, index) for c in condition)
-    return condition[index.to(condition.device)]
 
 
 def check_precision(dtype: str, device: torch.device) -> str:
@@ -216,7 +206,7 @@ class DiffusionModel:
         out = getattr(self.unet.config, "out_channels", None)
         if out != 2 * self.sample_shape[0]:
             return False
-        return (type(self.unet).__name__ in ("DiTTransformer2DModel", "Transformer2DModel")
+        return (type(self.unet).__name__ in CLASS_TRANSFORMERS
                 or str(getattr(self.scheduler.config, "variance_type", "")).startswith("learned"))
 
     def reset_queries(self) -> int:
@@ -306,7 +296,7 @@ class DiffusionModel:
         params = inspect.signature(self.unet.forward).parameters
         config = self.unet.config
         return ("encoder_hidden_states" in params
-                or type(self.unet).__name__ in ("DiTTransformer2DModel", "Transformer2DModel")
+                or type(self.unet).__name__ in CLASS_TRANSFORMERS
                 or getattr(config, "num_class_embeds", None) is not None)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, condition=None) -> torch.Tensor:
@@ -317,7 +307,7 @@ class DiffusionModel:
         if name == "SD3Transformer2DModel":
             states, pooled = condition
             return net(hidden_states=x, timestep=t, encoder_hidden_states=states, pooled_projections=pooled).sample
-        if name in ("DiTTransformer2DModel", "Transformer2DModel", "UNet2DModel") and condition is not None:
+        if (name in CLASS_TRANSFORMERS or name == "UNet2DModel") and condition is not None:
             return net(x, timestep=t, class_labels=condition).sample
         if condition is None:
             return net(x, t).sample
