@@ -274,8 +274,9 @@ def prepare(checkpoint: str, attack: str, parameters: dict | None = None, images
         for it in items).encode()).hexdigest()
     run = Run(target, att, fingerprint["parameters"], call, items, fingerprint, shard_size, resize, base_target)
     _check_no_near_copies(run)
+    t0 = time.perf_counter()
     run.score(items[:1])  # one image through the whole attack: bad parameters fail before anything is written
-    run.plan = measure_plan(run, run.queries(), batch_size)
+    run.plan = measure_plan(run, run.queries(), time.perf_counter() - t0, batch_size)
     run.queries(reset=True)
     if target.codec is not None:
         target.codec.encoder_queries = 0
@@ -286,14 +287,21 @@ def prepare(checkpoint: str, attack: str, parameters: dict | None = None, images
 COST_KNOBS = ("ts", "t_sec", "k", "n_noise", "n", "steps", "inversion_steps", "generation_steps", "n_variations")
 
 
-def measure_plan(run: Run, queries_per_image: int, batch_size: int) -> dict:
+# how long the timed batch of a plan may take, at the one-image run's pace: a real-size model on a
+# CPU (24 s a forward) is timed on one image, not on a batch that would cost half an hour
+PLAN_SECONDS = 10.0
+
+
+def measure_plan(run: Run, queries_per_image: int, seconds_one: float, batch_size: int) -> dict:
     """What the run will cost, measured before it starts: the queries one image took through the
-    whole attack (counted, the base's included), times the images, at the seconds per forward
-    pass that one timed batch of ``min(batch_size, images)`` forward passes takes on the chosen
-    device (after the one-image warm-up), plus the VAE's encoding. An estimate, not a promise:
-    it leaves out image decoding and, for feature attacks, the probe."""
+    whole attack (counted, the base's included; ``seconds_one`` its time), times the images, at
+    the seconds per forward pass that one timed batch takes on the chosen device (after that
+    one-image warm-up; ``min(batch_size, images)`` forward passes, fewer where they would take
+    more than ``PLAN_SECONDS``), plus the VAE's encoding of one image. An estimate, not a
+    promise: it leaves out image decoding and, for feature attacks, the probe."""
     model, n = run.model, len(run.items)
-    b = max(1, min(batch_size, n))
+    affordable = int(PLAN_SECONDS * max(queries_per_image, 1) / max(seconds_one, 1e-9))
+    b = max(1, min(batch_size, n, affordable))
     x = torch.randn((b, *model.sample_shape), generator=torch.Generator().manual_seed(0))
     view = run.target.bind(n=b) if run.target.conditional else model
     t0 = time.perf_counter()
@@ -303,10 +311,10 @@ def measure_plan(run: Run, queries_per_image: int, batch_size: int) -> dict:
     per_forward = (time.perf_counter() - t0) / b
     vae = 0.0
     if run.target.codec is not None:
-        images = run.load(run.items[:b])
+        images = run.load(run.items[:1])
         t0 = time.perf_counter()
         run.target.encode(images)
-        vae = (time.perf_counter() - t0) / b
+        vae = time.perf_counter() - t0
     seconds = n * (queries_per_image * per_forward + vae)
     return {"images": n, "queries_per_image": int(queries_per_image), "forward_passes": int(n * queries_per_image),
             "seconds_per_forward": per_forward, "vae_seconds_per_image": vae, "timed_batch": b,
