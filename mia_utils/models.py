@@ -141,6 +141,18 @@ def default_scheduler(num_train_timesteps: int = 1000, clip_sample: bool = True)
                          beta_schedule="linear", prediction_type="epsilon", clip_sample=clip_sample)
 
 
+# every query of every DiffusionModel of this process, those that carry a gradient apart: a
+# chapter's kernel writes them to its metrics.json (``nbrun.save_metrics``), the count the
+# audit's plan (``cli.costs``) is checked against
+_PROCESS_QUERIES = {"forward": 0, "grad": 0}
+
+
+def process_queries() -> dict[str, int]:
+    """This process's queries so far, over every model: ``{"forward": n, "grad": m}`` (``grad``:
+    queries whose gradient was taken, per-sample parameter gradients included)."""
+    return dict(_PROCESS_QUERIES)
+
+
 class DiffusionModel:
     """A denoiser seen as an ε-predictor with its schedule, on a device, counting its queries.
 
@@ -208,6 +220,11 @@ class DiffusionModel:
             return False
         return (type(self.unet).__name__ in CLASS_TRANSFORMERS
                 or str(getattr(self.scheduler.config, "variance_type", "")).startswith("learned"))
+
+    def _count(self, n: int, grad: bool) -> None:
+        """Count n queries: on this model, and in the process's totals (``process_queries``)."""
+        self.queries += n
+        _PROCESS_QUERIES["grad" if grad else "forward"] += n
 
     def reset_queries(self) -> int:
         """Zero the query counter; return what it held."""
@@ -379,7 +396,7 @@ class DiffusionModel:
                 xb = x_t[i:i + bs].to(self.device, torch.float32)
                 cb = condition_slice(condition, i, i + bs, self.device)
                 out.append(self.predict_eps(xb, t[i:i + bs].to(self.device), cb).to(x_t.device))
-                self.queries += len(xb)
+                self._count(len(xb), grad)
         return torch.cat(out) if out else x_t.new_zeros(x_t.shape)
 
     def q_sample(self, x0: torch.Tensor, t, noise: torch.Tensor) -> torch.Tensor:
@@ -435,7 +452,7 @@ class DiffusionModel:
                 warnings.filterwarnings("ignore", message="There is a performance drop")
                 g = per_sample(params, xb, t[i:i + chunk].to(self.device), eps[i:i + chunk].to(self.device))
             out.append(torch.stack([v.flatten(1).norm(dim=1) for v in g.values()], dim=1).detach())
-            self.queries += xb.shape[0] * xb.shape[1]
+            self._count(xb.shape[0] * xb.shape[1], True)
         return torch.cat(out)
 
     # ------------------------------------------------------------------ saving

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from .io import write_json_atomic
+from .models import process_queries
 from .tables import table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,7 +127,10 @@ def glue(name, value=None, display: bool = False):
 
 
 def save_metrics(out_dir: str | Path, rows: dict, parameters: dict, **extra) -> Path:
-    """Write a chapter's ``metrics.json``: ``{"metrics": {row: {...}}, "parameters": {...}}``."""
+    """Write a chapter's ``metrics.json``: ``{"metrics": {row: {...}}, "parameters": {...},
+    "queries": {"forward": n, "grad": m}}``, the last the model queries the chapter's process made
+    (``models.process_queries``; what ``mia-book audit``'s plan is checked against)."""
+    extra = {"queries": process_queries(), **extra}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     return write_json_atomic(out_dir / "metrics.json", {"metrics": rows, "parameters": parameters, **extra},

@@ -292,6 +292,24 @@ COST_KNOBS = ("ts", "t_sec", "k", "n_noise", "n", "steps", "inversion_steps", "g
 PLAN_SECONDS = 10.0
 
 
+def time_queries(target, b: int, grad: bool = False) -> float:
+    """Seconds per query of ``target``'s model (a ``pipelines.Target``; a text model bound to the
+    empty prompt) on its device: one batch of ``b`` noisy inputs at t = T/2, timed after the
+    caller's warm-up; with ``grad``, the forward pass and the backward pass of its loss."""
+    model = target.model
+    x = torch.randn((b, *model.sample_shape), generator=torch.Generator().manual_seed(0))
+    view = target.bind(n=b) if target.conditional else model
+    t0 = time.perf_counter()
+    if grad:
+        x = x.to(model.device).requires_grad_(True)
+        view.eps(x, model.num_train_timesteps // 2, batch_size=b, grad=True).pow(2).sum().backward()
+    else:
+        view.eps(x, model.num_train_timesteps // 2, batch_size=b)
+    if model.device.type == "cuda":
+        torch.cuda.synchronize(model.device)
+    return (time.perf_counter() - t0) / b
+
+
 def measure_plan(run: Run, queries_per_image: int, seconds_one: float, batch_size: int) -> dict:
     """What the run will cost, measured before it starts: the queries one image took through the
     whole attack (counted, the base's included; ``seconds_one`` its time), times the images, at
@@ -299,16 +317,10 @@ def measure_plan(run: Run, queries_per_image: int, seconds_one: float, batch_siz
     one-image warm-up; ``min(batch_size, images)`` forward passes, fewer where they would take
     more than ``PLAN_SECONDS``), plus the VAE's encoding of one image. An estimate, not a
     promise: it leaves out image decoding and, for feature attacks, the probe."""
-    model, n = run.model, len(run.items)
+    n = len(run.items)
     affordable = int(PLAN_SECONDS * max(queries_per_image, 1) / max(seconds_one, 1e-9))
     b = max(1, min(batch_size, n, affordable))
-    x = torch.randn((b, *model.sample_shape), generator=torch.Generator().manual_seed(0))
-    view = run.target.bind(n=b) if run.target.conditional else model
-    t0 = time.perf_counter()
-    view.eps(x, model.num_train_timesteps // 2, batch_size=b)
-    if model.device.type == "cuda":
-        torch.cuda.synchronize(model.device)
-    per_forward = (time.perf_counter() - t0) / b
+    per_forward = time_queries(run.target, b)
     vae = 0.0
     if run.target.codec is not None:
         images = run.load(run.items[:1])

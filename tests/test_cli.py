@@ -39,8 +39,12 @@ def test_audit_writes_the_report(tiny_checkpoint, tmp_path):
     for chapter in chapters:
         m = json.loads((report / "results" / chapter / "metrics.json").read_text())
         assert m["parameters"]["n_eval"] == 8
+        # the plan printed before the chapter ran = the queries its process counted (models.process_queries)
+        plan = summary["plan"][chapter]
+        assert plan["measured"] == m["queries"] and m["queries"]["forward"] > 0
+        assert (plan["forward"], plan["grad"]) == (m["queries"]["forward"], m["queries"]["grad"]), chapter
     html = (report / "summary.html").read_text()
-    assert "<table" in html and "SimA" in html
+    assert "<table" in html and "SimA" in html and "planned" in html
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@
 
     mia-book audit --checkpoint DIR [--lora DIR] --members DIR --nonmembers DIR \\
         [--chapters 02,03] [--suspect DIR] [--device cuda] [--n-eval N] [--resize] [--out DIR [--overwrite]]
-        [-p NAME VALUE ...]
+        [--budget MINUTES] [-p NAME VALUE ...]
     mia-book score --checkpoint DIR [--lora DIR] --attack sima [-p t 50 ...] --images DIR [--members DIR --nonmembers DIR]
         --out scores.parquet [--dtype bf16] [--num-processes N] [--overwrite]
     mia-book zoo build [NAME ...] [--jobs 2]      # train (or find cached) the zoo's models
@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--overwrite", action="store_true", help="replace an earlier report in --out")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--out", default="audit", help="report folder (default: ./audit)")
+    a.add_argument("--budget", type=float, default=None, metavar="MINUTES",
+                   help="scale the chapters' knobs (samples, sampling steps, time steps, noises) down until the "
+                        "measured plan (printed first) fits these minutes, or refuse to start")
     a.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
                    help="any other chapter parameter, e.g. -p n_boot 200")
     s = sub.add_parser("score", help="raw per-image scores of one attack, sharded over processes (accelerate)",
@@ -197,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                         chapters=args.chapters.split(",") if args.chapters is not None else None,
                         device=args.device, n_eval=args.n_eval, batch_size=args.batch_size, seed=args.seed,
                         parameters=parse_params(args.parameter), resize=args.resize, overwrite=args.overwrite,
-                        suspect=args.suspect, lora=args.lora)
+                        suspect=args.suspect, lora=args.lora, budget=args.budget)
         elif args.cmd == "zoo":
             _zoo(args)
         elif args.cmd == "book":

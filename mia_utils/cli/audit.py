@@ -18,6 +18,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from .. import data, evidence, nbrun, specs
 from ..checks import like_default, positive_int
@@ -25,18 +26,22 @@ from ..errors import CheckpointError
 from ..images import folder_images
 from ..io import check_writable, exclusive_lock, write_text_atomic
 from ..models import check_device
+from ..scoring import PLAN_SECONDS, time_queries
+from . import costs
+from .costs import Sizes
 from .policy import NEEDS, OWN, TEXT_TO_IMAGE, USER_DEFAULTS, ZOO_TARGETS, time_steps
 from .report import provenance_lines, summary_html
 
 
 def validate(checkpoint: str, members: str, nonmembers: str, device: str = "auto",
              n_eval: int | None = None, resize: bool = False, max_t: int | None = None,
-             suspect: str | None = None, lora: str | None = None) -> tuple[str, dict]:
+             suspect: str | None = None, lora: str | None = None) -> Validated:
     """Load the checkpoint (its weights checked and one ε̂ query run; a pipeline folder with its
     LoRA) and both image sets once; with ``max_t``, check that the model has that many time
     steps; with ``suspect``, that its images fit the model and share none with the non-members
     (the set test's reference). Return a one-line description and the provenance checks
-    (``evidence.provenance``; for a text-to-image model, where the captions come from).
+    (``evidence.provenance``; for a text-to-image model, where the captions come from), with
+    the loaded target and sets the plan is measured on.
 
     Raises ``CheckpointError`` or ``DataError`` with a message that names the fix.
     """
@@ -48,6 +53,7 @@ def validate(checkpoint: str, members: str, nonmembers: str, device: str = "auto
                               f"T = {model.num_train_timesteps}: give smaller ones with -p (see each chapter's "
                               "parameters), or choose other chapters.")
     description = f"{target.kind} model: {model}{'' if lora is None else f' with the LoRA {lora}'}; {sets}"
+    images = ()
     if suspect is not None:
         images, files = folder_images(suspect, target.image_shape, resize=resize, return_names=True)
         data.check_no_leakage(suspect=(images, [str(Path(suspect) / f) for f in files]),
@@ -57,7 +63,56 @@ def validate(checkpoint: str, members: str, nonmembers: str, device: str = "auto
     if target.conditional:
         checks["captions"] = ("from metadata.jsonl (or the zoo split)" if sets.captions is not None else
                               "none: every image gets the empty prompt (no metadata.jsonl in the folders)")
-    return description, checks
+    return Validated(description, checks, target, sets, len(images))
+
+
+class Validated(NamedTuple):
+    """What ``validate`` checked and loaded."""
+
+    description: str
+    checks: dict
+    target: object  # pipelines.Target
+    sets: data.MembershipSets
+    n_suspect: int
+
+
+def price(target, batch_size: int, n_images: int) -> dict[str, float]:
+    """Seconds per query on the audited model and device (``scoring.time_queries``): one image
+    first (the pace), then a batch of up to ``batch_size`` that takes about
+    ``scoring.PLAN_SECONDS``; a query with a gradient timed on a batch of up to 8."""
+    one = time_queries(target, 1)
+    b = max(1, min(batch_size, n_images, int(PLAN_SECONDS / max(one, 1e-9))))
+    return {"forward": time_queries(target, b) if b > 1 else one,
+            "grad": time_queries(target, max(1, min(8, b)), grad=True), "timed_batch": b}
+
+
+def sizes_of(validated: Validated) -> Sizes:
+    parts = validated.sets.parts()
+    return Sizes(images=sum(len(x) for x in parts.values()),
+                 eval=len(parts["members_eval"]) + len(parts["nonmembers_eval"]),
+                 T=validated.target.model.num_train_timesteps, suspect=validated.n_suspect)
+
+
+def chapter_parameters(src: Path, checkpoint: str, common: dict) -> dict:
+    """The parameters chapter ``src`` runs with: its own defaults, those of the audit's policy on
+    a folder (``USER_DEFAULTS``), the audit's (``common``: its options and -p)."""
+    own = nbrun.parameters_of(src)
+    # a folder, or a zoo model its zoo defaults do not fit (chapter 10's comparison is digits-ddpm's)
+    zoo_fits = specs.is_zoo(checkpoint) and checkpoint in ZOO_TARGETS.get(src.stem, (checkpoint,))
+    defaults = {} if zoo_fits else USER_DEFAULTS.get(src.stem, {})
+    return {**own, **{k: v for k, v in {**defaults, **common}.items() if k in own}}
+
+
+def plan_chapters(sources: list[Path], checkpoint: str, common: dict, validated: Validated, batch_size: int,
+                  budget: float | None, fixed: set[str]) -> tuple[dict[str, dict], list[costs.ChapterPlan], dict]:
+    """Each chapter's parameters and plan, scaled to ``budget`` minutes (``costs.fit_budget``) when given."""
+    parameters = {src.stem: chapter_parameters(src, checkpoint, common) for src in sources}
+    sizes = sizes_of(validated)
+    prices = price(validated.target, batch_size, sizes.images)
+    plans = [p for src in sources if (p := costs.chapter_plan(src.stem, parameters[src.stem], sizes, prices))]
+    if budget is not None:
+        costs.fit_budget(plans, parameters, sizes, budget, fixed)
+    return parameters, plans, prices
 
 
 def plan(sources: list[Path], checkpoint: str, parameters: dict, kind: str = "pixel") -> tuple[list[Path], dict[str, str]]:
@@ -112,6 +167,25 @@ def check_parameters(sources: list[Path], parameters: dict) -> None:
         like_default(k, v, declared[k])
 
 
+def plan_lines(plans: list[costs.ChapterPlan], prices: dict, budget: float | None) -> list[str]:
+    """The plan as the audit prints it before any chapter runs: the price of a query, one line
+    per chapter, what ``--budget`` changed, the total."""
+    lines = [f"plan: {prices['forward'] * 1e3:.2f} ms a query (timed on a batch of {prices['timed_batch']}), "
+             f"{prices['grad'] * 1e3:.2f} ms with its gradient, + {costs.OVERHEAD_SECONDS:.0f} s a chapter"]
+    for p in plans:
+        lines.append(f"plan: {p.line()}")
+        lines += [f"plan: --budget {budget:g} set {p.stem}'s {k} from {a} to {b}" for k, (a, b) in p.changed.items()]
+    total = sum(p.seconds for p in plans) / 60
+    return lines + [f"plan: about {total:.1f} min in all" + (f" (--budget {budget:g})" if budget is not None else "")]
+
+
+def measured_queries(results: Path) -> dict:
+    """The queries a chapter's process made, as its metrics.json records them (``nbrun.save_metrics``)."""
+    path = results / "metrics.json"
+    queries = json.loads(path.read_text()).get("queries") if path.is_file() else None
+    return {"measured": queries} if queries else {}
+
+
 MARKER = ".mia-book-audit"  # written into every report folder: only such a folder is ever cleared
 LOCK = ".mia-book-audit.lock"  # held by the audit writing the folder: one audit per --out at a time
 
@@ -156,11 +230,14 @@ def prepare_out(out: Path, overwrite: bool, clear: bool = True) -> None:
 def audit(checkpoint: str, members: str, nonmembers: str, out: str | Path = "audit",
           chapters: list[str] | None = None, device: str = "auto", n_eval: int | None = None,
           batch_size: int = 256, seed: int = 0, parameters: dict | None = None, resize: bool = False,
-          overwrite: bool = False, suspect: str | None = None, lora: str | None = None) -> Path:
+          overwrite: bool = False, suspect: str | None = None, lora: str | None = None,
+          budget: float | None = None) -> Path:
     """Run the chosen chapters (default: every chapter) on a checkpoint; write the report to ``out``.
 
-    Everything is checked before anything runs; the summary is written last, atomically, so an
-    interrupted audit leaves no summary that looks complete.
+    Everything is checked before anything runs, and each chapter's plan printed (``costs``:
+    queries and minutes, timed on the model); with ``budget`` (minutes) the chapters' knobs are
+    scaled down to fit it, or the audit is refused. The summary is written last, atomically, so
+    an interrupted audit leaves no summary that looks complete.
     """
     out = Path(out).resolve()
     parameters = parameters or {}
@@ -183,9 +260,18 @@ def audit(checkpoint: str, members: str, nonmembers: str, out: str | Path = "aud
     if suspect is not None and "suspect" not in declared:
         raise ValueError("--suspect is tested by chapter 08 (from scores to evidence): add 08 to --chapters.")
     max_t = max(time_steps({**declared, **parameters}), default=None)
-    description, checks = validate(checkpoint, members, nonmembers, device, n_eval, resize, max_t, suspect, lora)
+    validated = validate(checkpoint, members, nonmembers, device, n_eval, resize, max_t, suspect, lora)
+    description, checks = validated.description, validated.checks
     print(f"[audit] {description}", flush=True)
     for line in provenance_lines(checks):  # before any attack: what could make every AUC meaningless
+        print(f"[audit] {line}", flush=True)
+    common = {"checkpoint": specs.display(checkpoint), "members": specs.display(members),
+              "nonmembers": specs.display(nonmembers), "device": device, "n_eval": n_eval,
+              "batch_size": batch_size, "seed": seed, "resize": resize, "suspect": suspect,
+              "lora": None if lora is None else specs.display(lora), **parameters}
+    chapter_params, plans, prices = plan_chapters(sources, checkpoint, common, validated, batch_size, budget,
+                                                  set(parameters))
+    for line in plan_lines(plans, prices, budget):
         print(f"[audit] {line}", flush=True)
     prepare_out(out, overwrite, clear=False)  # refused before anything is written
     out.mkdir(parents=True, exist_ok=True)
@@ -193,29 +279,25 @@ def audit(checkpoint: str, members: str, nonmembers: str, out: str | Path = "aud
         prepare_out(out, overwrite)  # again under the lock: another audit may have written since
         for stem, need in skipped.items():
             print(f"[audit] {stem} skipped: it needs {need}", flush=True)
-        common = {"checkpoint": specs.display(checkpoint), "members": specs.display(members),
-                  "nonmembers": specs.display(nonmembers), "device": device, "n_eval": n_eval,
-                  "batch_size": batch_size, "seed": seed, "resize": resize, "suspect": suspect,
-                  "lora": None if lora is None else specs.display(lora), **parameters}
         times = {}
         for src in sources:
             t0 = time.perf_counter()
             print(f"[audit] {src.stem} ...", flush=True)
             own = nbrun.parameters_of(src)
-            # a folder, or a zoo model its zoo defaults do not fit (chapter 10's comparison is digits-ddpm's)
-            zoo_fits = specs.is_zoo(checkpoint) and checkpoint in ZOO_TARGETS.get(src.stem, (checkpoint,))
-            defaults = {} if zoo_fits else USER_DEFAULTS.get(src.stem, {})
-            params = {k: v for k, v in {**defaults, **common}.items() if k in own}
+            # only what differs from the chapter's own defaults is passed: the notebook shows the rest as written
+            params = {k: v for k, v in chapter_params[src.stem].items() if v != own[k] or k in common}
             params["out_dir"] = str(out / "results" / src.stem)
             nbrun.run_notebook(src, out / f"{src.stem}.ipynb", parameters=params, cwd=out)
             times[src.stem] = round(time.perf_counter() - t0, 1)
             print(f"[audit] {src.stem}: {times[src.stem]} s", flush=True)
         table = nbrun.summary_table(out / "results")
+        planned = {p.stem: {**p.as_dict(), **measured_queries(out / "results" / p.stem)} for p in plans}
         write_text_atomic(out / "summary.html", summary_html(table, checkpoint, members, nonmembers, times, skipped,
-                                                  provenance_lines(checks)))
+                                                  provenance_lines(checks), planned))
         write_text_atomic(out / "summary.json", json.dumps({"checkpoint": str(checkpoint), "members": str(members),
                                                         "nonmembers": str(nonmembers), "suspect": suspect,
-                                                        "seconds": times, "skipped": skipped,
+                                                        "seconds": times, "skipped": skipped, "plan": planned,
+                                                        "seconds_per_query": prices,
                                                         "provenance": provenance_lines(checks),
                                                         "rows": table.to_dict(orient="records")}, indent=1))
         print(f"[audit] report: {out / 'summary.html'}", flush=True)

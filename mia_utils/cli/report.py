@@ -19,11 +19,24 @@ def provenance_lines(checks: dict) -> list[str]:
     return lines
 
 
-def summary_html(table, checkpoint, members, nonmembers, times, skipped=None, checks=()) -> str:
+def _planned(plan: dict | None) -> str:
+    """A chapter's plan beside what it did: queries planned / counted, estimated minutes, what --budget changed."""
+    if not plan:
+        return ""
+    measured = plan.get("measured") or {}
+    counted = (f", counted {measured['forward']:,}" + (f" + {measured['grad']:,}" if measured.get("grad") else "")
+               if measured else "")
+    grad = f" + {plan['grad']:,} with gradients" if plan["grad"] else ""
+    changed = "".join(f"; --budget set {escape(k)} {escape(str(v['from']))} → {escape(str(v['to']))}"
+                      for k, v in plan["changed"].items())
+    return f"; planned {plan['forward']:,} queries{grad}{counted}, about {plan['estimated_minutes'] * 60:.0f} s{changed}"
+
+
+def summary_html(table, checkpoint, members, nonmembers, times, skipped=None, checks=(), plan=None) -> str:
     """``summary.html``: the inputs, the checks before any attack, one table of every attack, the
-    executed and skipped chapters."""
+    executed chapters (their measured seconds beside the plan) and the skipped ones."""
     rows = table.to_html(index=False, border=0, classes="summary", escape=True) if len(table) else "<p>No metrics.</p>"
-    chapters = "".join(f"<li>{escape(k)}.ipynb ({v} s)</li>" for k, v in times.items())
+    chapters = "".join(f"<li>{escape(k)}.ipynb ({v} s{_planned((plan or {}).get(k))})</li>" for k, v in times.items())
     chapters += "".join(f"<li>{escape(k)}: skipped, it needs {escape(v)}</li>" for k, v in (skipped or {}).items())
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Membership audit: {escape(str(checkpoint))}</title>

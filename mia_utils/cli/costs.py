@@ -1,0 +1,219 @@
+"""What each chapter costs on an auditor's checkpoint, before it runs, and how ``--budget`` scales it.
+
+A chapter's cost is counted in model queries (one image through the network once, as
+``DiffusionModel`` counts them), split into parts — an attack sweep, a set of samples, a
+feature extraction — each with the parameters ("knobs") that set its size. The formulas below
+mirror each chapter's notebook on a checkpoint that is not a zoo model (the zoo's extra victims,
+snapshots and cached samples are other models, left out) and use the attacks' own declared
+costs (``attacks.REGISTRY``). They are kept honest by a test: a chapter executed on a tiny
+checkpoint writes the queries its process made into its ``metrics.json``
+(``models.process_queries``), and the plan must equal them.
+
+Time is then queries x the seconds of one query, timed on the audited model and device
+(``scoring.time_queries``), a query with a gradient at its own timed price, plus a fixed
+``OVERHEAD_SECONDS`` per chapter (the kernel, the bootstrap, the figures). Work that is not a
+model query (training SecMI_NN's network or the probes, k-NN quality measures) is not counted:
+the estimate is a plan, not a promise, and the report puts the measured seconds beside it.
+
+``fit_budget`` scales the knobs down, the costliest part's first, each halved (a list of
+time steps thinned to every other one, ends kept) until the plan fits, never below a floor
+(``FLOORS``) and never a knob the auditor set with ``-p``; when nothing is left to scale it
+refuses in one sentence naming the knobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..attacks import REGISTRY
+from ..harness import settings
+
+# kernel start, imports, bootstrap intervals and figures of one chapter, measured on the tiny
+# test checkpoint (the chapters took 20-40 s there with a few hundred queries)
+OVERHEAD_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The images a chapter runs on: ``images`` all four parts, ``eval`` the two evaluation
+    parts, ``cal`` the two calibration parts, ``T`` the model's time steps, ``suspect`` the
+    images of ``--suspect`` (0 without)."""
+
+    images: int
+    eval: int
+    T: int
+    suspect: int = 0
+
+    @property
+    def cal(self) -> int:
+        return self.images - self.eval
+
+
+@dataclass
+class Part:
+    """One costly piece of a chapter: its queries (``grad``: those whose gradient is taken) and the knobs that size it."""
+
+    name: str
+    forward: int = 0
+    grad: int = 0
+    knobs: tuple[str, ...] = ()
+
+    def seconds(self, price: Mapping[str, float]) -> float:
+        return self.forward * price["forward"] + self.grad * price["grad"]
+
+
+def runs_queries(runs, n: int) -> int:
+    """Queries of ``harness.evaluate`` runs on n images: each (attack, grid, fixed
+    hyper-parameters) at every setting of its grid, at the attack's declared cost."""
+    return sum(n * REGISTRY[attack].queries_per_image(**{**hyper, **setting})
+               for attack, grid, hyper in runs for setting in settings(grid).values())
+
+
+def _q(attack: str, **hyper) -> int:
+    return REGISTRY[attack].queries_per_image(**hyper)
+
+
+def _steps(value, T: int) -> int:
+    return T if value is None else int(value)
+
+
+# ---------------------------------------------------------------------------- the chapters
+def _sima(p: dict, s: Sizes) -> list[Part]:
+    ts, k, n_gen = p["ts"], p["n_noise"], p["n_generated"]
+    return [Part("SimA p=2, p=4, noisy and the loss attack at every t", s.images * len(ts) * (3 + k),
+                 knobs=("ts", "n_noise")),
+            Part("DDPM samples", n_gen * _steps(p["ddpm_steps"], s.T), knobs=("n_generated", "ddpm_steps")),
+            Part("DDIM samples", n_gen * p["ddim_steps"], knobs=("n_generated", "ddim_steps")),
+            Part("SimA on the samples", 2 * n_gen * len(ts), knobs=("n_generated", "ts"))]
+
+
+def _secmi_pia(p: dict, s: Sizes) -> list[Part]:
+    n, e = s.images, s.eval
+    secmi = {f"{a},{b}": {"t_sec": a, "k": b} for a, b in p["secmi_grid"]}
+    sens_secmi = sum(_q("secmi", t_sec=t, k=k) for k in p["sens_k"] for t in p["sens_t_sec"] if t % k == 0 and t >= k)
+    return [
+        Part("SimA, loss", runs_queries([("sima", p["sima_ts"], {}), ("loss", p["loss_ts"], {"n_noise": p["n_noise"]})], n),
+             knobs=("sima_ts", "loss_ts", "n_noise")),
+        Part("SecMI_stat", runs_queries([("secmi", secmi, {})], n), knobs=("secmi_grid",)),
+        # its error maps at SecMI_stat's choice, not known beforehand: the dearest setting
+        Part("SecMI_NN's error maps", n * max((_q("secmi", **h) for h in secmi.values()), default=0), knobs=("secmi_grid",)),
+        Part("PIA, PIAN", runs_queries([("pia", p["pia_ts"], {}), ("pian", p["pia_ts"], {})], n), knobs=("pia_ts",)),
+        Part("PFAMI", runs_queries([("pfami", {str(ts): {"ts": tuple(ts)} for ts in p["pfami_ts_sets"]}, {})], n),
+             knobs=("pfami_ts_sets",)),
+        Part("ReDiffuse", runs_queries([("rediffuse", p["rediffuse_ts"],
+                                         {"n": p["n_variations"], "steps": p["variation_steps"]})], n),
+             knobs=("n_variations", "variation_steps", "rediffuse_ts")),
+        Part("GSA1, GSA2 (per-sample gradients)", grad=2 * n * len(p["gsa_ts"]), knobs=("gsa_ts",)),
+        Part("sensitivity: SecMI", e * sens_secmi, knobs=("sens_t_sec", "sens_k")),
+        Part("sensitivity: PIA, PIAN", 2 * e * _q("pia") * len(p["sens_pia_ts"]), knobs=("sens_pia_ts",)),
+    ]
+
+
+def _evidence(p: dict, s: Sizes) -> list[Part]:
+    runs = [("sima", p["sima_ts"], {}), ("loss", p["loss_ts"], {"n_noise": p["n_noise"]}), ("pia", p["pia_ts"], {})]
+    # the suspect images at each attack's calibration choice: one setting, its cost the same at every t
+    suspect = s.suspect * sum(_q(a, **{**h, **next(iter(settings(g).values()))}) for a, g, h in runs if g)
+    return [Part("SimA, loss, PIA", runs_queries(runs, s.images), knobs=("sima_ts", "loss_ts", "n_noise", "pia_ts")),
+            Part("the suspect images", suspect, knobs=("n_noise",))]
+
+
+CHAPTERS: dict[str, Callable[[dict, Sizes], list[Part]]] = {
+    "02_sima": _sima,
+    "03_secmi_pia": _secmi_pia,
+    "08_evidence": _evidence,
+}
+
+# the least a knob is scaled to: below it a chapter's figures lose their meaning
+FLOORS = {"n_noise": 1, "n_generated": 32, "n_samples": 32, "ddpm_steps": 10, "ddim_steps": 10, "inversion_steps": 10,
+          "generation_steps": 10, "n_variations": 1, "variation_steps": 5, "n_extract": 64}
+LIST_FLOOR = 2  # time steps (or settings) kept in a list
+
+
+# ---------------------------------------------------------------------------- the plan
+@dataclass
+class ChapterPlan:
+    """One chapter's parts at its parameters, priced: seconds = queries x price + overhead."""
+
+    stem: str
+    parts: list[Part]
+    price: Mapping[str, float]
+    changed: dict = field(default_factory=dict)  # knob: (before, after), what --budget scaled
+
+    @property
+    def forward(self) -> int:
+        return sum(p.forward for p in self.parts)
+
+    @property
+    def grad(self) -> int:
+        return sum(p.grad for p in self.parts)
+
+    @property
+    def seconds(self) -> float:
+        return OVERHEAD_SECONDS + sum(p.seconds(self.price) for p in self.parts)
+
+    def line(self) -> str:
+        grad = f" + {self.grad:,} with gradients" if self.grad else ""
+        return (f"{self.stem}: {self.forward:,} queries{grad}, about {self.seconds / 60:.1f} min "
+                f"(costliest: {max(self.parts, key=lambda p: p.seconds(self.price)).name})")
+
+    def as_dict(self) -> dict:
+        return {"forward": self.forward, "grad": self.grad, "estimated_minutes": self.seconds / 60,
+                "parts": {p.name: {"forward": p.forward, "grad": p.grad} for p in self.parts},
+                "changed": {k: {"from": a, "to": b} for k, (a, b) in self.changed.items()}}
+
+
+def chapter_plan(stem: str, parameters: dict, sizes: Sizes, price: Mapping[str, float]) -> ChapterPlan | None:
+    """The plan of chapter ``stem`` at ``parameters`` (its defaults with the audit's), None for a
+    chapter that queries no model (00, 01 run on the zoo's embedded data only)."""
+    cost = CHAPTERS.get(stem)
+    return None if cost is None else ChapterPlan(stem, cost(parameters, sizes), price)
+
+
+def smaller(name: str, value, T: int):
+    """``value`` of knob ``name`` one step smaller (halved, a list thinned to every other entry
+    with its ends kept), or None where it is at its floor or is no knob we can scale."""
+    if isinstance(value, list):
+        if len(value) <= LIST_FLOOR:
+            return None
+        keep = np.unique(np.linspace(0, len(value) - 1, max(LIST_FLOOR, (len(value) + 1) // 2)).round().astype(int))
+        return [value[i] for i in keep]
+    if name.endswith("_steps") and value is None:
+        value = T
+    if isinstance(value, bool) or not isinstance(value, int) or name not in FLOORS:
+        return None
+    return max(FLOORS[name], value // 2) if value > FLOORS[name] else None
+
+
+def fit_budget(plans: list[ChapterPlan], parameters: dict[str, dict], sizes: Sizes, budget_minutes: float,
+               fixed: set[str]) -> list[ChapterPlan]:
+    """Scale the chapters' knobs until the plans' total fits ``budget_minutes``: the costliest part
+    of all, one knob halved at a time (``smaller``), never a knob in ``fixed`` (set by -p).
+    ``parameters`` {stem: the chapter's parameters} is updated in place; each plan records what
+    changed. Raises ValueError naming the knobs when the plan cannot fit."""
+    if budget_minutes <= 0:
+        raise ValueError(f"--budget {budget_minutes:g}: give the minutes the audit may take (a positive number).")
+    by_stem = {p.stem: p for p in plans}
+    for _ in range(10_000):
+        total = sum(p.seconds for p in plans) / 60
+        if total <= budget_minutes:
+            return plans
+        candidates = sorted(((part.seconds(plan.price), plan, part) for plan in plans for part in plan.parts),
+                            key=lambda c: -c[0])
+        for _, plan, part in candidates:
+            params = parameters[plan.stem]
+            knob = next((k for k in part.knobs if k not in fixed and smaller(k, params[k], sizes.T) is not None), None)
+            if knob is not None:
+                before = plan.changed.get(knob, (params[knob], None))[0]
+                params[knob] = smaller(knob, params[knob], sizes.T)
+                plan.changed[knob] = (before, params[knob])
+                by_stem[plan.stem].parts = CHAPTERS[plan.stem](params, sizes)
+                break
+        else:
+            knobs = sorted({k for plan in plans for part in plan.parts for k in part.knobs})
+            raise ValueError(f"The chapters need about {total:.1f} min even with {', '.join(knobs) or 'their knobs'} "
+                             f"at their floors (-p to set them yourself) > --budget {budget_minutes:g}: give fewer "
+                             f"images (--n-eval), fewer chapters, or run on a GPU (--device cuda).")
+    raise AssertionError("fit_budget did not converge")  # every step shrinks a knob: unreachable
