@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import nbformat
 import pytest
 
 import mia_utils as mu
+from mia_utils import cli
 
 from .conftest import make_reference_folders
 
@@ -86,6 +88,20 @@ def test_every_chapter_has_tiny_parameters():
     assert {p.stem for p in mu.nbrun.chapters()} == set(TINY)
 
 
+def plan_of(source, params: dict, folders: dict):
+    """The audit's plan of ``source`` at ``params`` on the test's folders (timing left out)."""
+    target = mu.load_target(params["checkpoint"], device="cpu", lora=params.get("lora"))
+    sets = mu.load_membership_sets(folders["members"], folders["nonmembers"], model=target, n_eval=params["n_eval"])
+    validated = cli.audit.Validated("", {}, target, sets, 0)
+    sizes = cli.audit.sizes_of(validated)
+    if params.get("suspect"):
+        sizes = dataclasses.replace(sizes, suspect=len(mu.images.folder_images(params["suspect"], target.image_shape)))
+    plan = cli.costs.chapter_plan(source.stem, {**mu.nbrun.parameters_of(source), **params}, sizes,
+                                  {"forward": 0.0, "grad": 0.0})
+    assert plan is not None, f"{source.stem} has no cost formula in mia_utils.cli.costs"
+    return plan
+
+
 # Once per chapter, on the RGB 16x16 checkpoint only: a chapter that assumed one channel or 8x8
 # images fails here, and the grey 8x8 path is the one `make book` executes on the zoo. (Each chapter
 # also ran on the grey checkpoint, with a summary kernel after each: 1.6 min of the suite's 6.8.)
@@ -123,6 +139,9 @@ def test_chapter_runs_on_a_folder_checkpoint(source, tiny_checkpoint, tiny_ldm, 
     assert len(injected) == 1 and "remove-cell" in injected[0].metadata["tags"]
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert metrics["parameters"]["checkpoint"] == params["checkpoint"]
+    # the audit's plan (mia_utils.cli.costs) = the queries the chapter's process counted
+    planned = plan_of(source, params, folders)
+    assert (planned.forward, planned.grad) == (metrics["queries"]["forward"], metrics["queries"]["grad"]), planned.parts
     for row in metrics["metrics"].values():
         assert 0 <= row["auc"] <= 1 and row["n_members"] == 8 and row["queries_per_image"] >= 0  # the oracle: 0
     # the summary page's table reads what the chapter wrote: every row, under the chapter's name

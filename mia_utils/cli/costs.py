@@ -81,6 +81,17 @@ def _steps(value, T: int) -> int:
 
 
 # ---------------------------------------------------------------------------- the chapters
+def _victims(p: dict, s: Sizes) -> list[Part]:
+    return [Part("DDPM samples", p["n_samples"] * _steps(p["ddpm_steps"], s.T), knobs=("n_samples", "ddpm_steps")),
+            Part("DDIM samples", p["n_samples"] * p["ddim_steps"], knobs=("n_samples", "ddim_steps")),
+            Part("the loss attack", s.images * _q("loss", n_noise=p["n_noise"]), knobs=("n_noise",))]
+
+
+def _theory(p: dict, s: Sizes) -> list[Part]:
+    # the oracle (the optimal denoiser) is a kernel sum over the members, no model query
+    return [Part("‖ε̂‖ at the evaluation images, every t", s.eval * len(p["ts"]), knobs=("ts",))]
+
+
 def _sima(p: dict, s: Sizes) -> list[Part]:
     ts, k, n_gen = p["ts"], p["n_noise"], p["n_generated"]
     return [Part("SimA p=2, p=4, noisy and the loss attack at every t", s.images * len(ts) * (3 + k),
@@ -121,6 +132,8 @@ def _evidence(p: dict, s: Sizes) -> list[Part]:
 
 
 CHAPTERS: dict[str, Callable[[dict, Sizes], list[Part]]] = {
+    "00_victims": _victims,
+    "01_theory": _theory,
     "02_sima": _sima,
     "03_secmi_pia": _secmi_pia,
     "08_evidence": _evidence,
@@ -167,7 +180,7 @@ class ChapterPlan:
 
 def chapter_plan(stem: str, parameters: dict, sizes: Sizes, price: Mapping[str, float]) -> ChapterPlan | None:
     """The plan of chapter ``stem`` at ``parameters`` (its defaults with the audit's), None for a
-    chapter that queries no model (00, 01 run on the zoo's embedded data only)."""
+    chapter without a cost formula."""
     cost = CHAPTERS.get(stem)
     return None if cost is None else ChapterPlan(stem, cost(parameters, sizes), price)
 
