@@ -141,7 +141,10 @@ def test_chapter_runs_on_a_folder_checkpoint(source, tiny_checkpoint, tiny_ldm, 
     assert metrics["parameters"]["checkpoint"] == params["checkpoint"]
     # the audit's plan (mia_utils.cli.costs) = the queries the chapter's process counted
     planned = plan_of(source, params, folders)
-    assert (planned.forward, planned.grad) == (metrics["queries"]["forward"], metrics["queries"]["grad"]), planned.parts
+    counted = metrics["queries"]
+    assert planned.grad == counted["grad"], planned.parts
+    # exact, but for the parts that depend on a choice made on calibration (planned at the dearest)
+    assert planned.forward - planned.slack <= counted["forward"] <= planned.forward, planned.parts
     for row in metrics["metrics"].values():
         assert 0 <= row["auc"] <= 1 and row["n_members"] == 8 and row["queries_per_image"] >= 0  # the oracle: 0
     # the summary page's table reads what the chapter wrote: every row, under the chapter's name

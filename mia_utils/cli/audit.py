@@ -87,9 +87,7 @@ def price(target, batch_size: int, n_images: int) -> dict[str, float]:
 
 
 def sizes_of(validated: Validated) -> Sizes:
-    parts = validated.sets.parts()
-    return Sizes(images=sum(len(x) for x in parts.values()),
-                 eval=len(parts["members_eval"]) + len(parts["nonmembers_eval"]),
+    return Sizes(**{part: len(x) for part, x in validated.sets.parts().items()},
                  T=validated.target.model.num_train_timesteps, suspect=validated.n_suspect)
 
 

@@ -25,11 +25,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ..attacks import REGISTRY
 from ..harness import settings
+from ..images import image_files
+from ..studies.defenses import HELD_OUT_TS
 
 # kernel start, imports, bootstrap intervals and figures of one chapter, measured on the tiny
 # test checkpoint (the chapters took 20-40 s there with a few hundred queries)
@@ -38,18 +41,25 @@ OVERHEAD_SECONDS = 30.0
 
 @dataclass(frozen=True)
 class Sizes:
-    """The images a chapter runs on: ``images`` all four parts, ``eval`` the two evaluation
-    parts, ``cal`` the two calibration parts, ``T`` the model's time steps, ``suspect`` the
-    images of ``--suspect`` (0 without)."""
+    """The images a chapter runs on, per part of the sets (``data.MembershipSets``), ``T`` the
+    model's time steps, ``suspect`` the images of ``--suspect`` (0 without)."""
 
-    images: int
-    eval: int
+    members_cal: int
+    nonmembers_cal: int
+    members_eval: int
+    nonmembers_eval: int
     T: int
     suspect: int = 0
 
     @property
-    def cal(self) -> int:
-        return self.images - self.eval
+    def images(self) -> int:
+        """All four parts."""
+        return self.members_cal + self.nonmembers_cal + self.members_eval + self.nonmembers_eval
+
+    @property
+    def eval(self) -> int:
+        """The two evaluation parts."""
+        return self.members_eval + self.nonmembers_eval
 
 
 @dataclass
@@ -60,6 +70,9 @@ class Part:
     forward: int = 0
     grad: int = 0
     knobs: tuple[str, ...] = ()
+    # forward queries counted as an upper bound: the part depends on a choice made on the
+    # calibration split (the dearest setting is planned); the run makes between forward - slack and forward
+    slack: int = 0
 
     def seconds(self, price: Mapping[str, float]) -> float:
         return self.forward * price["forward"] + self.grad * price["grad"]
@@ -104,13 +117,15 @@ def _sima(p: dict, s: Sizes) -> list[Part]:
 def _secmi_pia(p: dict, s: Sizes) -> list[Part]:
     n, e = s.images, s.eval
     secmi = {f"{a},{b}": {"t_sec": a, "k": b} for a, b in p["secmi_grid"]}
+    maps = [_q("secmi", **h) for h in secmi.values()]
     sens_secmi = sum(_q("secmi", t_sec=t, k=k) for k in p["sens_k"] for t in p["sens_t_sec"] if t % k == 0 and t >= k)
     return [
         Part("SimA, loss", runs_queries([("sima", p["sima_ts"], {}), ("loss", p["loss_ts"], {"n_noise": p["n_noise"]})], n),
              knobs=("sima_ts", "loss_ts", "n_noise")),
         Part("SecMI_stat", runs_queries([("secmi", secmi, {})], n), knobs=("secmi_grid",)),
         # its error maps at SecMI_stat's choice, not known beforehand: the dearest setting
-        Part("SecMI_NN's error maps", n * max((_q("secmi", **h) for h in secmi.values()), default=0), knobs=("secmi_grid",)),
+        Part("SecMI_NN's error maps", n * max(maps, default=0), knobs=("secmi_grid",),
+             slack=n * (max(maps, default=0) - min(maps, default=0))),
         Part("PIA, PIAN", runs_queries([("pia", p["pia_ts"], {}), ("pian", p["pia_ts"], {})], n), knobs=("pia_ts",)),
         Part("PFAMI", runs_queries([("pfami", {str(ts): {"ts": tuple(ts)} for ts in p["pfami_ts_sets"]}, {})], n),
              knobs=("pfami_ts_sets",)),
@@ -123,6 +138,22 @@ def _secmi_pia(p: dict, s: Sizes) -> list[Part]:
     ]
 
 
+def _noise_probe(p: dict, s: Sizes) -> list[Part]:
+    steps = {"inversion_steps": p["inversion_steps"], "generation_steps": p["generation_steps"]}
+    knobs = ("inversion_steps", "generation_steps")
+    # each initial noise once (semantic: the base inverts; gray box: the target; closed form, random: none)
+    noises = sum(_q("noise_probe", noise=n, **steps) for n in ("semantic", "graybox", "closed_form", "random"))
+    shown = 2 * min(8, s.members_eval, s.nonmembers_eval)
+    # the inversion-depth sweep on the evaluation split; T - 1 is the study's own, not scored again
+    depths = sum(1 for t in p["t_starts"] if int(t) != s.T - 1)
+    return [Part("the four initial noises and their regenerations", s.images * noises, knobs=knobs),
+            Part("the reconstructions shown", shown * _q("noise_probe", noise="semantic", **steps), knobs=knobs),
+            Part("inversion depths", depths * s.eval * _q("noise_probe", noise="semantic", **steps),
+                 knobs=("t_starts", *knobs)),
+            Part("SimA, PIA", runs_queries([("sima", p["sima_ts"], {}), ("pia", p["pia_ts"], {})], s.images),
+                 knobs=("sima_ts", "pia_ts"))]
+
+
 def _evidence(p: dict, s: Sizes) -> list[Part]:
     runs = [("sima", p["sima_ts"], {}), ("loss", p["loss_ts"], {"n_noise": p["n_noise"]}), ("pia", p["pia_ts"], {})]
     # the suspect images at each attack's calibration choice: one setting, its cost the same at every t
@@ -131,12 +162,33 @@ def _evidence(p: dict, s: Sizes) -> list[Part]:
             Part("the suspect images", suspect, knobs=("n_noise",))]
 
 
+def _defenses(p: dict, s: Sizes) -> list[Part]:
+    runs = [("sima", p["sima_ts"], {}), ("loss", p["loss_ts"], {"n_noise": p["n_noise"]}), ("pia", p["pia_ts"], {})]
+    models = len({**p["defenses"], p["checkpoint_label"]: p["checkpoint"]})
+    # one-run audit: the canaries scored by the attack whose calibration bound is largest (the dearest planned)
+    canaries = (sum(len(image_files(Path(p["canaries"]) / side)) for side in ("in", "out"))
+                if p["canaries"] not in (None, "zoo") else 0)
+    per = [_q(a, **{**h, **next(iter(settings(g).values()))}) for a, g, h in runs if g]
+    held_out = s.nonmembers_eval * sum(_q("loss", t=t) for t in HELD_OUT_TS if t < s.T)
+    return [Part("SimA, loss, PIA on every model", models * runs_queries(runs, s.images),
+                 knobs=("sima_ts", "loss_ts", "n_noise", "pia_ts")),
+            Part("GSA1 on every model (per-sample gradients)", grad=models * s.images * len(p["gsa_ts"]),
+                 knobs=("gsa_ts",)),
+            Part("DDIM samples of every model", models * p["n_samples"] * p["ddim_steps"],
+                 knobs=("n_samples", "ddim_steps")),
+            Part("the held-out loss of every model", models * held_out),
+            Part("the canaries", models * canaries * max(per, default=0),
+                 slack=models * canaries * (max(per, default=0) - min(per, default=0)))]
+
+
 CHAPTERS: dict[str, Callable[[dict, Sizes], list[Part]]] = {
     "00_victims": _victims,
     "01_theory": _theory,
     "02_sima": _sima,
     "03_secmi_pia": _secmi_pia,
+    "06_noise_probe": _noise_probe,
     "08_evidence": _evidence,
+    "10_defenses": _defenses,
 }
 
 # the least a knob is scaled to: below it a chapter's figures lose their meaning
@@ -164,6 +216,10 @@ class ChapterPlan:
         return sum(p.grad for p in self.parts)
 
     @property
+    def slack(self) -> int:
+        return sum(p.slack for p in self.parts)
+
+    @property
     def seconds(self) -> float:
         return OVERHEAD_SECONDS + sum(p.seconds(self.price) for p in self.parts)
 
@@ -173,7 +229,8 @@ class ChapterPlan:
                 f"(costliest: {max(self.parts, key=lambda p: p.seconds(self.price)).name})")
 
     def as_dict(self) -> dict:
-        return {"forward": self.forward, "grad": self.grad, "estimated_minutes": self.seconds / 60,
+        return {"forward": self.forward, "grad": self.grad, "upper_bound_slack": self.slack,
+                "estimated_minutes": self.seconds / 60,
                 "parts": {p.name: {"forward": p.forward, "grad": p.grad} for p in self.parts},
                 "changed": {k: {"from": a, "to": b} for k, (a, b) in self.changed.items()}}
 
