@@ -48,6 +48,12 @@ def read_members(folder: str | Path) -> frozenset[str]:
     return frozenset(hashes)
 
 
+def reference_folders(folder: str | Path) -> list[Path]:
+    """The sub-folders of ``folder`` that hold a ``members.json`` (the reference models), sorted by name."""
+    root = Path(folder)
+    return sorted(p for p in root.iterdir() if p.is_dir() and (p / MEMBERS).is_file()) if root.is_dir() else []
+
+
 @dataclass
 class ReferenceModels:
     """R reference models and the member hashes of each: what LiRA and RMIA are given."""
@@ -91,10 +97,9 @@ class ReferenceModels:
     @classmethod
     def from_folder(cls, folder: str | Path, **kwargs) -> ReferenceModels:
         """Every reference in the sub-folders of ``folder`` that hold a ``members.json``, sorted by name."""
-        root = Path(folder)
-        if not root.is_dir():
+        if not Path(folder).is_dir():
             raise CheckpointError(f"--references {str(folder)!r} is not a folder of reference models.")
-        found = sorted(p for p in root.iterdir() if p.is_dir() and (p / MEMBERS).is_file())
+        found = reference_folders(folder)
         if not found:
             raise CheckpointError(f"{str(folder)!r} holds no reference model: each sub-folder must be a diffusers "
                                   f"checkpoint with a {MEMBERS} of its training images.")

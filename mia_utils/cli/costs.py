@@ -30,8 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from ..attacks import REGISTRY
+from ..features import stride
 from ..harness import settings
 from ..images import image_files
+from ..references import reference_folders
 from ..studies.defenses import HELD_OUT_TS
 
 # kernel start, imports, bootstrap intervals and figures of one chapter, measured on the tiny
@@ -138,6 +140,62 @@ def _secmi_pia(p: dict, s: Sizes) -> list[Part]:
     ]
 
 
+def _trajectories(p: dict, s: Sizes) -> list[Part]:
+    n_dev, n_gen, n_ev = p["n_dev"], p["n_generated"], s.members_eval
+    ts = stride(p["feature_stride"], stop=s.T)
+    theta_ts = [t for t in ts if t % p["theta_stride"] == 0]
+    # studies.trajectories.image_groups: (development, evaluation) sizes of each group
+    members = min(n_dev, s.members_cal) + s.members_eval
+    external = min(n_dev, s.nonmembers_cal) + s.nonmembers_eval
+    generated = min(n_dev, n_gen) + min(n_ev, max(0, n_gen - n_dev))
+    others = len(p["generators"]) * generated  # at most: another generator's images may be fewer
+    groups = members + 2 * external + 2 * generated + others  # external twice: as it is, and shifted
+    theta = (members + external + 2 * generated) * len(theta_ts)  # THETA_GROUPS
+    return [Part("DDPM samples", n_gen * _steps(p["ddpm_steps"], s.T), knobs=("n_generated", "ddpm_steps")),
+            Part("DDIM samples", n_gen * p["ddim_steps"], knobs=("n_generated", "ddim_steps")),
+            Part("L_t and ∇x L_t of every group", grad=groups * len(ts), knobs=("feature_stride", "n_dev")),
+            Part("∇θ L_t (per-sample gradients)", grad=theta, knobs=("theta_stride", "n_dev")),
+            Part("the extraction filter's DDIM pool and its L_t", p["n_extract"] * (p["ddim_steps"] + len(ts)),
+                 knobs=("n_extract", "ddim_steps", "feature_stride"))]
+
+
+def _latent(p: dict, s: Sizes) -> list[Part]:
+    runs = [("sima", p["sima_ts"], {}), ("loss", p["loss_ts"], {"n_noise": p["n_noise"]}), ("pia", p["pia_ts"], {})]
+    knobs = ("sima_ts", "loss_ts", "n_noise", "pia_ts")
+    latents = len(p["latent_models"])
+    return [Part("SimA, loss, PIA on the pixel model", runs_queries(runs, s.images), knobs=knobs),
+            Part("SimA, loss, PIA on each latent model (and SimA on a sampled latent)",
+                 latents * (runs_queries(runs, s.images) + runs_queries(runs[:1], s.images)), knobs=knobs),
+            Part("DDIM samples of every model, for quality", (1 + latents) * p["n_samples"] * p["ddim_steps"],
+                 knobs=("n_samples", "ddim_steps"))]
+
+
+def _text_to_image(p: dict, s: Sizes) -> list[Part]:
+    def guided(g) -> int:  # a query at guidance γ ≠ 1 is two: ε̂(∅) and ε̂(c)
+        return 1 if float(g) == 1.0 else 2
+
+    targets = 1 + (p["second"] is not None)
+    n_noise = p["n_noise"]
+    attacks = [("sima", p["sima_ts"], {}), ("loss", p["loss_ts"], {"n_noise": n_noise}), ("pia", p["pia_ts"], {}),
+               ("secmi", {str(g): {"t_sec": g[0], "k": g[1]} for g in p["secmi_grid"]}, {})]
+    text = [("clid", {str(ts): {"ts": tuple(ts)} for ts in p["clid_ts"]}, {"n_noise": n_noise}),
+            ("wen", {str(ts): {"ts": tuple(ts)} for ts in p["wen_ts"]}, {"n_noise": n_noise})]
+    knobs = ("sima_ts", "loss_ts", "n_noise", "pia_ts", "secmi_grid", "clid_ts", "wen_ts")
+    parts = [Part("the prompts' samples shown", 10 * 25 * (1 + guided(p["guidance"]))),
+             Part("every attack with the captions, and SimA on a sampled latent",
+                  targets * (runs_queries(attacks + text, s.images) + runs_queries(attacks[:1], s.images)), knobs=knobs),
+             Part("the attacks without captions", targets * runs_queries(attacks, s.images), knobs=knobs)]
+    if p["base"] is not None or p["lora"] is not None:  # the noise probe (studies.text_to_image.base_spec)
+        inversion = s.images * p["inversion_steps"] * guided(p["base_guidance"])
+        generation = s.images * p["generation_steps"]
+        parts += [Part("the noise probe at every guidance (one inversion)",
+                       targets * (inversion + generation * sum(guided(g) for g in p["guidances"])),
+                       knobs=("inversion_steps", "generation_steps")),
+                  Part("the noise probe without captions", targets * (inversion + generation * guided(p["guidance"])),
+                       knobs=("inversion_steps", "generation_steps"))]
+    return parts
+
+
 def _noise_probe(p: dict, s: Sizes) -> list[Part]:
     steps = {"inversion_steps": p["inversion_steps"], "generation_steps": p["generation_steps"]}
     knobs = ("inversion_steps", "generation_steps")
@@ -160,6 +218,18 @@ def _evidence(p: dict, s: Sizes) -> list[Part]:
     suspect = s.suspect * sum(_q(a, **{**h, **next(iter(settings(g).values()))}) for a, g, h in runs if g)
     return [Part("SimA, loss, PIA", runs_queries(runs, s.images), knobs=("sima_ts", "loss_ts", "n_noise", "pia_ts")),
             Part("the suspect images", suspect, knobs=("n_noise",))]
+
+
+def _references(p: dict, s: Sizes) -> list[Part]:
+    # "zoo" (a zoo target's references and population) is the zoo's own study: planned on folders only
+    refs = len(reference_folders(p["references"])) if p["references"] != "zoo" else 0
+    population = len(image_files(p["population"])) if p["population"] != "zoo" else 0
+    population = population if p["n_population"] is None else min(population, p["n_population"])
+    signals = (1 + refs) * p["n_noise"] * len(p["ts"]) * (s.images + population)
+    return [Part("SimA, PIA", runs_queries([("sima", p["sima_ts"], {}), ("pia", p["pia_ts"], {})], s.images),
+                 knobs=("sima_ts", "pia_ts")),
+            Part("the loss signals of the target and every reference, population included", signals,
+                 knobs=("n_noise", "ts", "n_population"))]
 
 
 def _defenses(p: dict, s: Sizes) -> list[Part]:
@@ -186,15 +256,22 @@ CHAPTERS: dict[str, Callable[[dict, Sizes], list[Part]]] = {
     "01_theory": _theory,
     "02_sima": _sima,
     "03_secmi_pia": _secmi_pia,
+    "04_trajectories": _trajectories,
+    "05_latent": _latent,
     "06_noise_probe": _noise_probe,
+    "07_text_to_image": _text_to_image,
     "08_evidence": _evidence,
+    "09_references": _references,
     "10_defenses": _defenses,
 }
 
 # the least a knob is scaled to: below it a chapter's figures lose their meaning
 FLOORS = {"n_noise": 1, "n_generated": 32, "n_samples": 32, "ddpm_steps": 10, "ddim_steps": 10, "inversion_steps": 10,
-          "generation_steps": 10, "n_variations": 1, "variation_steps": 5, "n_extract": 64}
+          "generation_steps": 10, "n_variations": 1, "variation_steps": 5, "n_extract": 64, "n_population": 64,
+          "n_dev": 8}
 LIST_FLOOR = 2  # time steps (or settings) kept in a list
+GROWS = ("feature_stride", "theta_stride")  # knobs whose larger value costs less
+
 
 
 # ---------------------------------------------------------------------------- the plan
@@ -243,13 +320,15 @@ def chapter_plan(stem: str, parameters: dict, sizes: Sizes, price: Mapping[str, 
 
 
 def smaller(name: str, value, T: int):
-    """``value`` of knob ``name`` one step smaller (halved, a list thinned to every other entry
-    with its ends kept), or None where it is at its floor or is no knob we can scale."""
+    """``value`` of knob ``name`` one step cheaper (halved, a list thinned to every other entry
+    with its ends kept, a stride doubled), or None where it is at its floor or is no knob we can scale."""
     if isinstance(value, list):
         if len(value) <= LIST_FLOOR:
             return None
         keep = np.unique(np.linspace(0, len(value) - 1, max(LIST_FLOOR, (len(value) + 1) // 2)).round().astype(int))
         return [value[i] for i in keep]
+    if name in GROWS:  # a stride: doubled, while it leaves more than one step
+        return value * 2 if isinstance(value, int) and value * 2 < T // 2 else None
     if name.endswith("_steps") and value is None:
         value = T
     if isinstance(value, bool) or not isinstance(value, int) or name not in FLOORS:
