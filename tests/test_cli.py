@@ -333,3 +333,85 @@ def test_a_suspect_that_copies_a_nonmember_is_named_by_its_files(tiny_checkpoint
                            str(tiny_checkpoint["nonmembers"]), "cpu", None, False, None, str(suspect), None)
     assert str(suspect / "mine.png") in str(err.value) and str(nonmember) in str(err.value)
     assert "image 0" not in str(err.value) and "member" not in str(err.value).replace("nonmember", "")
+
+
+def _plans(parameters: dict, sizes, price):
+    return [cli.costs.chapter_plan(stem, p, sizes, price) for stem, p in parameters.items()]
+
+
+def test_the_budget_scales_the_costliest_part_first_and_never_a_knob_set_with_p():
+    """Chapter 02 at its defaults on a 1,000-step model: the 256 DDPM samples of 1,000 steps are
+    97 % of the queries; the budget halves them (samples, then steps) before it touches the sweep,
+    leaves n_generated alone when -p set it, and refuses in one sentence when the floors do not fit."""
+    source = next(p for p in mu.nbrun.chapters() if p.stem == "02_sima")
+    sizes = cli.costs.Sizes(16, 16, 16, 16, T=1000)
+    price = {"forward": 0.01, "grad": 0.03}
+    params = {"02_sima": mu.nbrun.parameters_of(source)}
+    (plan,) = _plans(params, sizes, price)
+    # the formula by hand: 64 images x 13 t x (3 + 4 noises) + 256 x 1000 + 256 x 50 + 2 x 256 x 13
+    assert plan.forward == 64 * 13 * 7 + 256 * 1000 + 256 * 50 + 2 * 256 * 13
+    assert plan.seconds == pytest.approx(cli.costs.OVERHEAD_SECONDS + plan.forward * 0.01)
+    before = plan.seconds / 60
+    cli.costs.fit_budget([plan], params, sizes, budget_minutes=before / 8, fixed=set())
+    assert plan.seconds / 60 <= before / 8
+    assert set(plan.changed) <= {"n_generated", "ddpm_steps"} and params["02_sima"]["ts"] == mu.nbrun.parameters_of(
+        source)["ts"]  # the sweep (6 % of the cost) untouched
+    assert plan.changed["n_generated"][0] == 256 and params["02_sima"]["n_generated"] == plan.changed["n_generated"][1]
+    # the same budget with n_generated fixed by -p: the steps go down instead, n_generated stays
+    params = {"02_sima": mu.nbrun.parameters_of(source)}
+    (plan,) = _plans(params, sizes, price)
+    cli.costs.fit_budget([plan], params, sizes, budget_minutes=before / 8, fixed={"n_generated"})
+    assert params["02_sima"]["n_generated"] == 256 and "n_generated" not in plan.changed
+    assert params["02_sima"]["ddpm_steps"] < 1000 and params["02_sima"]["ddim_steps"] <= 50
+    with pytest.raises(ValueError, match=r"even with .*n_generated.* at their floors .* > --budget 0.01"):
+        params = {"02_sima": mu.nbrun.parameters_of(source)}
+        cli.costs.fit_budget(_plans(params, sizes, price), params, sizes, budget_minutes=0.01, fixed=set())
+
+
+def test_smaller_halves_thins_and_doubles_strides_down_to_the_floors():
+    assert cli.costs.smaller("n_generated", 256, 1000) == 128 and cli.costs.smaller("n_generated", 32, 1000) is None
+    assert cli.costs.smaller("ddpm_steps", None, 1000) == 500  # None: all T
+    assert cli.costs.smaller("ts", [0, 1, 2, 5, 10], 1000) == [0, 2, 10]  # the ends kept
+    assert cli.costs.smaller("ts", [5, 10], 1000) is None
+    assert cli.costs.smaller("feature_stride", 20, 1000) == 40 and cli.costs.smaller("feature_stride", 400, 1000) is None
+    assert cli.costs.smaller("seed", 3, 1000) is None  # no knob
+
+
+@pytest.mark.parametrize("tiny_checkpoint", [(3, 16)], indirect=True, ids=["rgb16"])
+def test_audit_prints_its_plan_and_the_budget_refuses_before_anything_is_written(tiny_checkpoint, tmp_path, capsys):
+    argv = ["audit", "--checkpoint", str(tiny_checkpoint["checkpoint"]), "--members", str(tiny_checkpoint["members"]),
+            "--nonmembers", str(tiny_checkpoint["nonmembers"]), "--chapters", "02", "--device", "cpu",
+            "--out", str(tmp_path / "r"), "--budget", "0.1"]
+    assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert "[audit] plan: 02_sima: " in out and "costliest: DDPM samples" in out
+    assert "> --budget 0.1" in err and "--n-eval" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tiny_checkpoint", [(3, 16)], indirect=True, ids=["rgb16"])
+def test_audit_under_a_budget_runs_the_chapter_with_the_scaled_knobs(tiny_checkpoint, tmp_path, capsys):
+    """--budget that the defaults exceed: the knobs it prints are the ones the chapter ran with,
+    and the report keeps the plan (scaled) beside the measured seconds and the counted queries."""
+    out = tmp_path / "r"
+    argv = ["audit", "--checkpoint", str(tiny_checkpoint["checkpoint"]), "--members", str(tiny_checkpoint["members"]),
+            "--nonmembers", str(tiny_checkpoint["nonmembers"]), "--chapters", "02", "--device", "cpu",
+            "--n-eval", "8", "--out", str(out), "-p", "n_boot", "20", "-p", "other_victims", "[]"]
+    # the unscaled plan, as the audit makes it (timed on this model), then a budget an eighth of its model work
+    source = next(p for p in mu.nbrun.chapters() if p.stem == "02_sima")
+    validated = cli.audit.validate(*argv[2:7:2], device="cpu", n_eval=8)
+    _, (plan,) = cli.audit.plan_chapters([source], argv[2], {"n_eval": 8, "n_boot": 20, "other_victims": []},
+                                         validated, 256, None, set())
+    overhead = cli.costs.OVERHEAD_SECONDS / 60
+    budget = overhead + (plan.seconds / 60 - overhead) / 8
+    capsys.readouterr()
+    assert cli.main([*argv, "--budget", f"{budget:.4f}"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    plan = summary["plan"]["02_sima"]
+    assert plan["changed"] and f"--budget {float(f'{budget:.4f}'):g}: 02_sima's" in printed
+    ran_with = json.loads((out / "02_sima.ipynb").read_text())["metadata"]["papermill"]["parameters"]
+    for knob, change in plan["changed"].items():
+        assert ran_with[knob] == change["to"]
+    assert plan["estimated_minutes"] <= float(f"{budget:.4f}") and plan["forward"] == plan["measured"]["forward"]

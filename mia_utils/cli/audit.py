@@ -102,15 +102,20 @@ def chapter_parameters(src: Path, checkpoint: str, common: dict) -> dict:
 
 
 def plan_chapters(sources: list[Path], checkpoint: str, common: dict, validated: Validated, batch_size: int,
-                  budget: float | None, fixed: set[str]) -> tuple[dict[str, dict], list[costs.ChapterPlan], dict]:
-    """Each chapter's parameters and plan, scaled to ``budget`` minutes (``costs.fit_budget``) when given."""
+                  budget: float | None, fixed: set[str]) -> tuple[dict[str, dict], list[costs.ChapterPlan]]:
+    """Each chapter's parameters and plan, printed; scaled to ``budget`` minutes
+    (``costs.fit_budget``, -p's knobs in ``fixed`` kept) and printed again when given."""
     parameters = {src.stem: chapter_parameters(src, checkpoint, common) for src in sources}
     sizes = sizes_of(validated)
     prices = price(validated.target, batch_size, sizes.images)
     plans = [p for src in sources if (p := costs.chapter_plan(src.stem, parameters[src.stem], sizes, prices))]
+    for line in plan_lines(plans, prices):
+        print(f"[audit] {line}", flush=True)
     if budget is not None:
         costs.fit_budget(plans, parameters, sizes, budget, fixed)
-    return parameters, plans, prices
+        for line in budget_lines(plans, budget):
+            print(f"[audit] {line}", flush=True)
+    return parameters, plans
 
 
 def plan(sources: list[Path], checkpoint: str, parameters: dict, kind: str = "pixel") -> tuple[list[Path], dict[str, str]]:
@@ -165,16 +170,22 @@ def check_parameters(sources: list[Path], parameters: dict) -> None:
         like_default(k, v, declared[k])
 
 
-def plan_lines(plans: list[costs.ChapterPlan], prices: dict, budget: float | None) -> list[str]:
+def plan_lines(plans: list[costs.ChapterPlan], prices: dict) -> list[str]:
     """The plan as the audit prints it before any chapter runs: the price of a query, one line
-    per chapter, what ``--budget`` changed, the total."""
-    lines = [f"plan: {prices['forward'] * 1e3:.2f} ms a query (timed on a batch of {prices['timed_batch']}), "
-             f"{prices['grad'] * 1e3:.2f} ms with its gradient, + {costs.OVERHEAD_SECONDS:.0f} s a chapter"]
-    for p in plans:
-        lines.append(f"plan: {p.line()}")
-        lines += [f"plan: --budget {budget:g} set {p.stem}'s {k} from {a} to {b}" for k, (a, b) in p.changed.items()]
-    total = sum(p.seconds for p in plans) / 60
-    return lines + [f"plan: about {total:.1f} min in all" + (f" (--budget {budget:g})" if budget is not None else "")]
+    per chapter, the total."""
+    return [f"plan: {prices['forward'] * 1e3:.2f} ms a query (timed on a batch of {prices['timed_batch']}), "
+            f"{prices['grad'] * 1e3:.2f} ms with its gradient, + {costs.OVERHEAD_SECONDS:.0f} s a chapter",
+            *(f"plan: {p.line()}" for p in plans),
+            f"plan: about {sum(p.seconds for p in plans) / 60:.1f} min in all"]
+
+
+def budget_lines(plans: list[costs.ChapterPlan], budget: float) -> list[str]:
+    """What ``--budget`` changed, chapter by chapter, and the plan after it."""
+    changed = [f"--budget {budget:g}: {p.stem}'s {k} {a} -> {b}" for p in plans for k, (a, b) in p.changed.items()]
+    if not changed:
+        return [f"--budget {budget:g}: the plan fits, nothing changed"]
+    return [*changed, *(f"plan: {p.line()}" for p in plans if p.changed),
+            f"plan: about {sum(p.seconds for p in plans) / 60:.1f} min in all after --budget {budget:g}"]
 
 
 def measured_queries(results: Path) -> dict:
@@ -267,10 +278,7 @@ def audit(checkpoint: str, members: str, nonmembers: str, out: str | Path = "aud
               "nonmembers": specs.display(nonmembers), "device": device, "n_eval": n_eval,
               "batch_size": batch_size, "seed": seed, "resize": resize, "suspect": suspect,
               "lora": None if lora is None else specs.display(lora), **parameters}
-    chapter_params, plans, prices = plan_chapters(sources, checkpoint, common, validated, batch_size, budget,
-                                                  set(parameters))
-    for line in plan_lines(plans, prices, budget):
-        print(f"[audit] {line}", flush=True)
+    chapter_params, plans = plan_chapters(sources, checkpoint, common, validated, batch_size, budget, set(parameters))
     prepare_out(out, overwrite, clear=False)  # refused before anything is written
     out.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(out / LOCK, f"--out {str(out)!r}"):
@@ -295,7 +303,7 @@ def audit(checkpoint: str, members: str, nonmembers: str, out: str | Path = "aud
         write_text_atomic(out / "summary.json", json.dumps({"checkpoint": str(checkpoint), "members": str(members),
                                                         "nonmembers": str(nonmembers), "suspect": suspect,
                                                         "seconds": times, "skipped": skipped, "plan": planned,
-                                                        "seconds_per_query": prices,
+                                                        "seconds_per_query": plans[0].price if plans else None,
                                                         "provenance": provenance_lines(checks),
                                                         "rows": table.to_dict(orient="records")}, indent=1))
         print(f"[audit] report: {out / 'summary.html'}", flush=True)
