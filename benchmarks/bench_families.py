@@ -11,6 +11,7 @@ attack's images/s at every ``--dtypes`` against the bare forward at that precisi
     python benchmarks/bench_families.py --images 32            # CPU, the 35.7M DDPM
     python benchmarks/bench_families.py --sd --images 4        # + SD 1.5-sized (minutes, ~5 GB)
     python benchmarks/bench_families.py --device cuda --images 1024 --dtypes fp32,bf16,fp16
+    python benchmarks/bench_families.py --audit 6 --images 16  # audit --budget 6 on chapters 02, 08
 
 Figures, not pass/fail; not in ``make bench`` (the SD part alone takes many CPU minutes).
 """
@@ -18,6 +19,7 @@ Figures, not pass/fail; not in ``make bench`` (the SD part alone takes many CPU 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import tempfile
 import time
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from mia_utils import scoring
+from mia_utils import cli, scoring
 from mia_utils.images import save_image_folder
 
 CIFAR10_DDPM = {
@@ -99,8 +101,6 @@ def bench(folder: Path, side: int, args, root: Path, label: str) -> None:
                                 members=str(members), nonmembers=str(nonmembers), device=args.device, dtype=dtype,
                                 batch_size=args.batch_size, n_boot=50, overwrite=True, report=lines.append)
             total = time.perf_counter() - t0
-            import json
-
             info = json.loads(Path(str(out) + ".json").read_text())
             plan = info["plan"]
             est = plan["estimated_minutes"] * 60
@@ -113,6 +113,21 @@ def bench(folder: Path, side: int, args, root: Path, label: str) -> None:
                   flush=True)
 
 
+def bench_audit(folder: Path, side: int, args, root: Path, label: str) -> None:
+    """``mia-book audit --budget`` on the folder: each chapter's plan (after the budget) against its measured seconds."""
+    members, nonmembers = image_folders(root, args.images, side)
+    out = cli.audit.audit(str(folder), str(members), str(nonmembers), out=root / f"audit-{label}",
+                          chapters=args.chapters.split(","), device=args.device, batch_size=args.batch_size,
+                          parameters={"n_boot": 50}, overwrite=True, budget=args.audit)
+    summary = json.loads((out / "summary.json").read_text())
+    for stem, plan in summary["plan"].items():
+        est, took = plan["estimated_minutes"] * 60, summary["seconds"][stem]
+        changed = ", ".join(f"{k} {v['from']} -> {v['to']}" for k, v in plan["changed"].items()) or "nothing"
+        print(f"{label:10s} audit {stem}: plan {est:7.1f} s, measured {took:7.1f} s (ratio {took / est:4.2f}); "
+              f"{plan['forward']:,} queries planned, {plan['measured']['forward']:,} counted; --budget "
+              f"{args.audit:g} changed {changed}; peak RSS {peak_rss_mb():7.0f} MiB", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=32, help="images per side (members, non-members)")
@@ -120,12 +135,18 @@ def main() -> None:
     ap.add_argument("--dtypes", default="fp32")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--sd", action="store_true", help="also the SD 1.5-sized pipeline (CPU: many minutes)")
+    ap.add_argument("--audit", type=float, default=None, metavar="MINUTES",
+                    help="instead: mia-book audit --chapters CHAPTERS --budget MINUTES on the 35.7M folder")
+    ap.add_argument("--chapters", default="02,08", help="the chapters of --audit")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         t0 = time.perf_counter()
         folder = cifar_folder(root)
         print(f"CIFAR-10 DDPM folder written in {time.perf_counter() - t0:.1f} s", flush=True)
+        if args.audit is not None:
+            bench_audit(folder, 32, args, root, "ddpm35.7M")
+            return
         bench(folder, 32, args, root, "ddpm35.7M")
         if args.sd:
             t0 = time.perf_counter()

@@ -6,7 +6,9 @@ channels, no image is a member and a non-member, exactly or as a near-copy, enou
 ``--n-eval``, every ``-p`` is a chosen chapter's parameter of the right type, a ``--suspect``
 folder fits the model and shares no image with the non-members); each failure is one sentence
 and exit code 2. Two checks are printed before any attack runs: the model-blind baseline (can
-pixels alone tell members from non-members?) and the overlap across the splits. Then each
+pixels alone tell members from non-members?) and the overlap across the splits; then the plan
+(``costs``: each chapter's queries and minutes, one batch of queries timed on the model), which
+``--budget`` scales to fit or refuses. Then each
 chosen chapter is executed with papermill on that checkpoint and data, and the report is
 written to ``--out``: the executed notebooks, every chapter's ``metrics.json``, and
 ``summary.html`` (the two checks, then one table of every attack) with ``summary.json``.
