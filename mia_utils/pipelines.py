@@ -234,6 +234,9 @@ def load_pipeline(source: str | Path, lora: str | Path | None = None, device: st
         model.input_range = None
     else:
         vae = pipeline.vae
+        # one image at a time through the VAE, whatever the batch: the peak memory of a 512-1024 px
+        # encoding stays that of one image (each image is encoded independently: the same latents)
+        vae.enable_slicing()
         model = ConditionalDiffusionModel(network, scheduler, TextEncoder(pipeline), device=where,
                                           batch_size=batch_size, dtype=dtype)
     model.self_check()

@@ -21,6 +21,10 @@ import torch
 from .extraction import nearest_neighbours
 from .sampling import ddim_sample
 
+# the time steps of a model's held-out loss (chapter 10's utility, ``studies.defenses.held_out_loss``):
+# a uniform grid over the schedule, the training objective's t
+HELD_OUT_TS = tuple(range(50, 1000, 100))
+
 PIXEL = "pixel DDPM"  # the row of the pixel model beside the latent ones (chapter 05)
 
 

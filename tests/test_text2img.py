@@ -239,6 +239,20 @@ def test_bad_pipelines_get_one_clear_error(sd, tmp_path, capfd):
         pipelines.load_pipeline(sd["folder"], lora=lora_pickled, device="cpu")
 
 
+def test_the_vae_encodes_one_image_at_a_time_with_the_latents_of_a_whole_batch(target, digits):
+    """diffusers' VAE slicing bounds a large batch's memory to one image's: on, and the latents
+    equal those of the batch encoded whole (each image is encoded on its own)."""
+    vae = target.codec.vae
+    assert vae.use_slicing
+    sliced = target.encode(digits[:5])
+    vae.disable_slicing()
+    try:
+        whole = target.encode(digits[:5])
+    finally:
+        vae.enable_slicing()
+    torch.testing.assert_close(sliced, whole, atol=1e-5, rtol=1e-5)
+
+
 def test_images_the_vae_cannot_encode_are_refused(target):
     with pytest.raises(CheckpointError, match="resize them to 8x8"):
         target.encode(torch.zeros(2, 1, 12, 12))

@@ -33,8 +33,8 @@ from ..attacks import REGISTRY
 from ..features import stride
 from ..harness import settings
 from ..images import image_files
+from ..quality import HELD_OUT_TS
 from ..references import reference_folders
-from ..studies.defenses import HELD_OUT_TS
 
 # kernel start, imports, bootstrap intervals and figures of one chapter, measured on the tiny
 # test checkpoint (the chapters took 20-40 s there with a few hundred queries)

@@ -22,9 +22,6 @@ from ..sampling import ddim_sample
 from ..tables import Stacked, stacked
 from .secmi_pia import evaluate_gsa
 
-# the time steps of the held-out loss: a uniform grid over the schedule (the training objective's t)
-HELD_OUT_TS = tuple(range(50, 1000, 100))
-
 
 def claim(spec, epsilon: float | None = None, delta: float | None = None) -> dict:
     """A model's privacy claim: the ``epsilon`` / ``delta`` given, else a zoo DP model's accountant
@@ -66,7 +63,7 @@ def chosen(result: dict, part: str) -> np.ndarray:
     return scores if isinstance(scores, np.ndarray) else harness.chosen_scores(result, part)
 
 
-def held_out_loss(model: DiffusionModel, images: torch.Tensor, ts=HELD_OUT_TS, seed: int = 0) -> float:
+def held_out_loss(model: DiffusionModel, images: torch.Tensor, ts=quality.HELD_OUT_TS, seed: int = 0) -> float:
     """The training objective on images no model saw: the ε-loss per pixel, averaged over the time
     steps ``ts`` and the images (one seeded noise each, ``attacks.loss``): lower = a better model."""
     pixels = int(np.prod(images.shape[1:]))
