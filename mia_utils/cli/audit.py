@@ -93,13 +93,18 @@ def sizes_of(validated: Validated) -> Sizes:
                  T=validated.target.model.num_train_timesteps, suspect=validated.n_suspect)
 
 
+def zoo_fits(checkpoint: str, stem: str) -> bool:
+    """Whether chapter ``stem``'s zoo defaults fit ``checkpoint``: a zoo model among the chapter's
+    ``ZOO_TARGETS`` (chapter 10's comparison is digits-ddpm's, chapter 09's references fashion-lira's)."""
+    return specs.is_zoo(checkpoint) and checkpoint in ZOO_TARGETS.get(stem, (checkpoint,))
+
+
 def chapter_parameters(src: Path, checkpoint: str, common: dict) -> dict:
     """The parameters chapter ``src`` runs with: its own defaults, those of the audit's policy on
     a folder (``USER_DEFAULTS``), the audit's (``common``: its options and -p)."""
     own = nbrun.parameters_of(src)
-    # a folder, or a zoo model its zoo defaults do not fit (chapter 10's comparison is digits-ddpm's)
-    zoo_fits = specs.is_zoo(checkpoint) and checkpoint in ZOO_TARGETS.get(src.stem, (checkpoint,))
-    defaults = {} if zoo_fits else USER_DEFAULTS.get(src.stem, {})
+    # a folder, or a zoo model its zoo defaults do not fit: the policy's defaults for a folder
+    defaults = {} if zoo_fits(checkpoint, src.stem) else USER_DEFAULTS.get(src.stem, {})
     return {**own, **{k: v for k, v in {**defaults, **common}.items() if k in own}}
 
 
@@ -131,8 +136,7 @@ def plan(sources: list[Path], checkpoint: str, parameters: dict, kind: str = "pi
             continue
         need = NEEDS.get(src.stem)
         names = () if need is None else (need[0],) if isinstance(need[0], str) else need[0]
-        zoo_fits = specs.is_zoo(checkpoint) and checkpoint in ZOO_TARGETS.get(src.stem, (checkpoint,))
-        if any(n not in parameters for n in names) and not zoo_fits:
+        if any(n not in parameters for n in names) and not zoo_fits(checkpoint, src.stem):
             skipped[src.stem] = need[1]
         else:
             run.append(src)

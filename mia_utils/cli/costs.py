@@ -344,7 +344,6 @@ def fit_budget(plans: list[ChapterPlan], parameters: dict[str, dict], sizes: Siz
     changed. Raises ValueError naming the knobs when the plan cannot fit."""
     if budget_minutes <= 0:
         raise ValueError(f"--budget {budget_minutes:g}: give the minutes the audit may take (a positive number).")
-    by_stem = {p.stem: p for p in plans}
     for _ in range(10_000):
         total = sum(p.seconds for p in plans) / 60
         if total <= budget_minutes:
@@ -358,7 +357,7 @@ def fit_budget(plans: list[ChapterPlan], parameters: dict[str, dict], sizes: Siz
                 before = plan.changed.get(knob, (params[knob], None))[0]
                 params[knob] = smaller(knob, params[knob], sizes.T)
                 plan.changed[knob] = (before, params[knob])
-                by_stem[plan.stem].parts = CHAPTERS[plan.stem](params, sizes)
+                plan.parts = CHAPTERS[plan.stem](params, sizes)
                 break
         else:
             knobs = sorted({k for plan in plans for part in plan.parts for k in part.knobs})
